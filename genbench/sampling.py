@@ -1,0 +1,107 @@
+"""The fixed sample set: N images per run, reproducible from the seed, saved as
+uint8 PNG named by index, with the labels and per-image records beside them."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genbench.contract import Generator
+from genbench.data import ImageSet, to_uint8
+from genbench.io import atomic_write, read_json, write_json
+
+MANIFEST = "manifest.json"
+
+
+def plan_labels(model: Generator, train: ImageSet, n: int, *, seed: int) -> torch.Tensor | None:
+    """Labels for a conditional model's sample set, drawn like the training set's, seeded."""
+    spec = model.spec
+    if not model.conditional or spec.condition == "none" or train.labels is None:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    if spec.condition == "classes":
+        return torch.multinomial(
+            train.class_frequencies().float(), n, replacement=True, generator=g
+        )
+    # Attributes: whole rows of real training vectors keep their joint statistics.
+    rows = torch.randint(len(train), (n,), generator=g)
+    return train.labels[rows].float()
+
+
+def generate(
+    model: Generator,
+    n: int,
+    *,
+    labels: torch.Tensor | None,
+    seed: int,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, dict[str, list[Any]], float]:
+    """Generate n images as uint8 N x C x H x W, with per-image info and the time it took."""
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    out, info = [], {}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            lab = labels[start : start + m].to(model.device) if labels is not None else None
+            batch = model.sample_with_info(m, labels=lab, generator=g)
+            imgs = batch.images
+            if imgs.shape[0] != m or imgs.ndim != 4:
+                raise RuntimeError(
+                    f"sample({m}) returned shape {tuple(imgs.shape)}; expected ({m}, C, H, W)"
+                )
+            out.append(to_uint8(imgs))
+            for k, v in batch.info.items():
+                info.setdefault(k, []).extend(v)
+            if on_batch is not None:
+                on_batch(m)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return torch.cat(out), info, time.perf_counter() - t0
+
+
+def save_png(img: torch.Tensor, path: Path) -> None:
+    """uint8 C x H x W -> PNG (grayscale as mode L)."""
+    arr = img.numpy()
+    Image.fromarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))).save(
+        path, format="PNG"
+    )
+
+
+def write_sample_set(out_dir: Path, images: torch.Tensor, manifest: dict[str, Any]) -> None:
+    """Write into a temp folder and rename: a sample set is either complete or absent."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, img in enumerate(images):
+        save_png(img, tmp / f"{i:06d}.png")
+    write_json(tmp / MANIFEST, manifest)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def read_sample_set(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+    files = sorted(p for p in folder.glob("*.png"))
+    manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).exists() else {}
+    return files, manifest
+
+
+def save_grid(images: torch.Tensor, path: Path, *, nrow: int) -> Path:
+    """uint8 N x C x H x W -> one PNG grid."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0)
+    if images.shape[1] == 1:
+        grid = grid[:1]
+    arr = to_uint8(grid)
+    return atomic_write(path, lambda p: save_png(arr, p))
