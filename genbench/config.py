@@ -61,6 +61,10 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0, description="optional wall-clock budget")
     checkpoint_kimg: float | None = Field(None, gt=0, description="default: a tenth of the budget")
     log_every: int = Field(20, ge=1, description="steps between log lines")
+    eval_every_kimg: float | None = Field(
+        None, gt=0, description="held-out evaluation interval; default one epoch"
+    )
+    eval_images: int = Field(512, ge=0, description="held-out images per evaluation (0 = off)")
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True

@@ -154,6 +154,15 @@ class Generator(ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """Scalar logs on a batch of held-out images (no training), e.g. a test loss.
+
+        Called by the loop in eval mode under ``torch.no_grad()`` once per
+        ``train.eval_every_kimg`` on up to ``train.eval_images`` held-out images;
+        the batch means land in the training log like any other scalar.
+        """
+        return {}
+
     def sample_with_info(
         self,
         n: int,

@@ -81,6 +81,30 @@ def checkpoint_interval(cfg: TrainConfig) -> int:
     return max(1, round(kimg * 1000 / cfg.batch_size))
 
 
+def eval_interval(cfg: TrainConfig, n_train: int) -> int:
+    kimg = cfg.eval_every_kimg if cfg.eval_every_kimg is not None else n_train / 1000  # one epoch
+    return max(1, round(kimg * 1000 / cfg.batch_size))
+
+
+@torch.no_grad()
+def evaluate(model: Generator, holdout: ImageSet, cfg: TrainConfig) -> dict[str, float]:
+    """Batch-weighted means of ``model.evaluate`` over a fixed held-out subset."""
+    n = min(cfg.eval_images, len(holdout))
+    sums: dict[str, float] = {}
+    model.eval()
+    try:
+        for start in range(0, n, cfg.batch_size):
+            idx = torch.arange(start, min(start + cfg.batch_size, n))
+            x, y = holdout.batch(idx, model.device)
+            with autocast(model.device, cfg.precision):
+                logs = model.evaluate(x, y)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    finally:
+        model.train()
+    return {k: v / n for k, v in sums.items()} if n else {}
+
+
 def measure_flops(
     model: Generator, images: torch.Tensor, labels: torch.Tensor | None, *, keep: Any
 ) -> int | None:
@@ -169,6 +193,7 @@ def train(
     *,
     seed: int,
     run_dir: Path,
+    holdout: ImageSet | None = None,
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,  # for tests: stop as if killed after this many steps
@@ -176,6 +201,8 @@ def train(
     device = model.device
     steps = total_steps(cfg)
     every = checkpoint_interval(cfg)
+    eval_every = eval_interval(cfg, len(data))
+    do_eval = holdout is not None and len(holdout) > 0 and cfg.eval_images > 0
     order = BatchOrder(len(data), cfg.batch_size, seed)
     log_path = run_dir / "train_log.jsonl"
     channels_last = device.type == "cuda" and cfg.channels_last
@@ -228,8 +255,15 @@ def train(
                     f"loss '{k}' became {v} at step {step} ({images_seen / 1000:.2f} kimg); the run is stopped"
                 )
             window.setdefault(k, []).append(v)
-        if step % cfg.log_every == 0 or step == steps:
-            last = {k: sum(v) / len(v) for k, v in window.items()}
+        evaluated = {}
+        if do_eval and (step % eval_every == 0 or step == steps):
+            assert holdout is not None
+            state = rng_state()  # evaluation must not shift the training noise stream
+            evaluated = evaluate(model, holdout, cfg)
+            set_rng_state(state)
+        if step % cfg.log_every == 0 or step == steps or evaluated:
+            last = {k: sum(v) / len(v) for k, v in window.items()} if window else dict(last)
+            last.update(evaluated)
             _append_log(
                 log_path,
                 {
