@@ -224,6 +224,7 @@ def execute_run(
             cfg.train,
             seed=cfg.seed,
             run_dir=run_dir,
+            holdout=bundle.holdout,
             resume=resume,
             on_step=lambda s, total, logs: tick(s, total, logs),
         )

@@ -204,6 +204,7 @@ def train(
     eval_every = eval_interval(cfg, len(data))
     do_eval = holdout is not None and len(holdout) > 0 and cfg.eval_images > 0
     order = BatchOrder(len(data), cfg.batch_size, seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train_log.jsonl"
     channels_last = device.type == "cuda" and cfg.channels_last
 

@@ -1,0 +1,268 @@
+"""The genbench command line: thin commands over library functions."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from genbench.errors import GenbenchError
+
+app = typer.Typer(
+    name="genbench",
+    help="Train image generators on identical data, sample, score and compare them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """User mistakes become one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GenbenchError as exc:
+            err_console.print(f"[red]error:[/] {_esc(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+        except ValidationError as exc:
+            err_console.print(f"[red]error:[/] {_esc(str(exc).splitlines()[0])}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print(
+                "[yellow]interrupted[/]; `genbench run --resume` continues from the last checkpoint"
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _esc(s: str) -> str:
+    from rich.markup import escape
+
+    return escape(s)
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+# -- run ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def run(
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models", "-m", help="Comma-separated generator names (default: the experiment's)."
+        ),
+    ] = None,
+    experiment: Annotated[
+        str,
+        typer.Option(
+            "--experiment",
+            "-e",
+            help="Experiment name in configs/experiments/ or a path to a TOML file.",
+        ),
+    ] = "default",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a config key: train.kimg=5, data.resolution=16, dcgan.lr=2e-4."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Comma-separated training seeds, e.g. 0,1,2.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue interrupted runs from their last checkpoint.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-run runs that already finished.")
+    ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device", help="auto, cpu, cuda or cuda:N (default: the experiment's train.device)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the resolved run configs and exit.")
+    ] = False,
+    results: Annotated[Path, typer.Option("--results", help="Results folder.")] = Path("results"),
+) -> None:
+    """Train, sample and score each model once per seed on the experiment's data."""
+    from genbench import registry
+    from genbench.config import find_experiment, load_experiment, run_config_toml
+    from genbench.progress import Reporter
+    from genbench.runner import plan, run_experiment
+
+    overrides = list(set_ or [])
+    if models:
+        overrides.append("models=" + repr(_csv(models)).replace("'", '"'))
+    if seeds:
+        try:
+            overrides.append(f"seeds=[{','.join(str(int(s)) for s in _csv(seeds))}]")
+        except ValueError:
+            raise GenbenchError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+    path = find_experiment(experiment)
+    exp = load_experiment(str(path), overrides=overrides, model_names=set(registry.names()))
+    if dry_run:
+        for r in plan(exp, experiment_file=str(path)):
+            console.rule(f"{r.run_id}")
+            if r.error:
+                console.print(f"[red]cannot run:[/] {_esc(r.error)}")
+            console.print(run_config_toml(r.config), markup=False, highlight=False)
+        return
+    outcomes = run_experiment(
+        exp,
+        results_dir=results,
+        resume=resume,
+        force=force,
+        device=device,
+        reporter=Reporter(console),
+        experiment_file=str(path),
+    )
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in outcomes:
+        mark = {"done": "[green]done[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}[
+            o.status
+        ]
+        console.print(f"{mark}  {o.run_id}" + (f": {_esc(o.error or '')}" if o.error else ""))
+    console.print(f"results in {results}/; `genbench report` summarises them")
+    if failed:
+        raise typer.Exit(1)
+
+
+# -- list ------------------------------------------------------------------------
+@app.command("list")
+@friendly_errors
+def list_(
+    check: Annotated[
+        bool, typer.Option("--check", help="Import every generator and report failures.")
+    ] = False,
+) -> None:
+    """Show registered generators (with their distributions), data sources and experiments."""
+    from rich.table import Table
+
+    from genbench import registry
+    from genbench.config import list_experiments
+    from genbench.data.sources import SOURCES
+
+    status = registry.check_all() if check else {}
+    t = Table(title="generators (entry-point group genbench.generators)")
+    for c in ("name", "distribution", "object") + (("import",) if check else ()):
+        t.add_column(c)
+    for name, e in registry.discover().items():
+        row = [name, f"{e.distribution} {e.version}", e.value]
+        if check:
+            row.append("ok" if status.get(name) is None else f"[red]{_esc(status[name] or '')}[/]")
+        t.add_row(*row)
+    console.print(t)
+    t = Table(title="data sources")
+    t.add_column("name")
+    t.add_column("description")
+    t.add_column("offline")
+    for s in SOURCES.values():
+        t.add_row(s.name, s.description, "yes" if s.offline else "needs files or network")
+    console.print(t)
+    t = Table(title="experiments")
+    t.add_column("name")
+    t.add_column("file")
+    for name, p in list_experiments().items():
+        t.add_row(name, str(p))
+    console.print(t)
+    if check and any(status.values()):
+        raise typer.Exit(1)
+
+
+# -- sample ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def sample(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder under results/.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Images per row group.")] = 64,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels", help="Class indices or names, comma-separated; images cycle through them."
+        ),
+    ] = None,
+    per_class: Annotated[
+        bool,
+        typer.Option("--per-class", help="One row of --n images per class (conditional runs)."),
+    ] = False,
+    mix: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mix", help="Class mixture, e.g. 0,1 or 0,1,2 or 0:0.7,1:0.3; repeat for more rows."
+        ),
+    ] = None,
+    interpolate: Annotated[
+        str | None,
+        typer.Option("--interpolate", help="Attribute name: a strip from 0 to 1 with fixed noise."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Noise seed.")] = 0,
+    nrow: Annotated[int | None, typer.Option("--nrow", help="Images per grid row.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output PNG (default RUN_DIR/grids/<what>.png).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Render a grid of samples from a trained run (per class, class mixes, attribute strips)."""
+    from genbench.grids import render_grid
+
+    path = render_grid(
+        run_dir,
+        n=n,
+        labels=labels,
+        per_class=per_class,
+        mix=mix or [],
+        interpolate=interpolate,
+        seed=seed,
+        nrow=nrow,
+        out=out,
+        device=device,
+    )
+    console.print(f"wrote {path}")
+
+
+# -- report ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="Results folder with run folders.")] = Path(
+        "results"
+    ),
+) -> None:
+    """Summarise every run in RESULTS_DIR into RESULTS_DIR/report/ (summary.csv, summary.md)."""
+    from genbench.report import rich_table, write_report
+
+    df, out_dir = write_report(results_dir)
+    console.print(rich_table(df))
+    failed = df[df["status"] == "failed"] if "status" in df else df.iloc[:0]
+    for _, r in failed.iterrows():
+        console.print(f"[red]failed[/] {r['run_id']}: {_esc(str(r.get('error') or ''))}")
+    console.print(f"wrote {out_dir}/summary.csv and summary.md")
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `genbench list | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Sample grids from a trained run: per class, class mixtures, attribute strips."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from genbench import registry
+from genbench.config import read_run_config
+from genbench.contract import Generator
+from genbench.data import DataBundle, load_data, to_uint8
+from genbench.device import resolve_device
+from genbench.errors import CheckpointError, GenbenchError
+from genbench.sampling import save_grid
+from genbench.train.loop import latest_checkpoint, restore
+
+
+def load_trained_run(run_dir: Path, *, device: str = "auto") -> tuple[Generator, DataBundle]:
+    """Rebuild a run's generator from its config.toml and its last checkpoint."""
+    if not (run_dir / "config.toml").is_file():
+        raise GenbenchError(f"{run_dir} is not a run folder (no config.toml)")
+    cfg = read_run_config(run_dir / "config.toml")
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir} has no checkpoint yet")
+    cls = registry.load(cfg.model)
+    bundle = load_data(cfg.data)
+    model = cls(
+        spec=bundle.spec,
+        config=cls.Config.model_validate(cfg.generator),
+        device=resolve_device(device),
+        train_data=bundle.train,
+    )
+    restore(model, ckpt)
+    model.eval()
+    return model, bundle
+
+
+def parse_mix(text: str, num_classes: int) -> list[float]:
+    """'0,1' (equal weights) or '0:0.7,1:0.3' -> a weight row over classes summing to 1."""
+    weights = [0.0] * num_classes
+    for part in split_csv(text):
+        cls, _, w = part.partition(":")
+        try:
+            c, wt = int(cls), float(w) if w else 1.0
+        except ValueError:
+            raise GenbenchError(
+                f"--mix {text!r}: expected class indices like 0,1 or 0:0.7,1:0.3"
+            ) from None
+        if not 0 <= c < num_classes:
+            raise GenbenchError(f"--mix {text!r}: class {c} is out of range 0..{num_classes - 1}")
+        if wt <= 0:
+            raise GenbenchError(f"--mix {text!r}: weights must be positive")
+        weights[c] += wt
+    total = sum(weights)
+    if total == 0:
+        raise GenbenchError("--mix needs at least one class")
+    return [w / total for w in weights]
+
+
+def split_csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _class_index(token: str, names: tuple[str, ...]) -> int:
+    if token in names:
+        return names.index(token)
+    try:
+        i = int(token)
+    except ValueError:
+        raise GenbenchError(f"unknown class {token!r} (classes: {', '.join(names)})") from None
+    if not 0 <= i < len(names):
+        raise GenbenchError(f"class {i} is out of range 0..{len(names) - 1}")
+    return i
+
+
+def render_grid(
+    run_dir: Path,
+    *,
+    n: int = 64,
+    labels: str | None = None,
+    per_class: bool = False,
+    mix: list[str] | None = None,
+    interpolate: str | None = None,
+    seed: int = 0,
+    nrow: int | None = None,
+    out: Path | None = None,
+    device: str = "auto",
+) -> Path:
+    model, bundle = load_trained_run(run_dir, device=device)
+    spec = model.spec
+    names = spec.class_names
+    wants_labels = labels or per_class or mix
+    if wants_labels and spec.condition != "classes":
+        raise GenbenchError(
+            f"{run_dir.name} was trained on data without classes; --labels/--per-class/--mix need classes"
+        )
+    if interpolate and spec.condition != "attributes":
+        raise GenbenchError("--interpolate needs a run trained on attribute-labelled data")
+
+    g = torch.Generator().manual_seed(seed)
+    rows: list[torch.Tensor | None] = []
+    what = "samples"
+    if interpolate:
+        if interpolate not in spec.attribute_names:
+            raise GenbenchError(
+                f"unknown attribute {interpolate!r} (attributes: {', '.join(spec.attribute_names)})"
+            )
+        a = spec.attribute_names.index(interpolate)
+        assert bundle.train.labels is not None
+        base = bundle.train.labels[0].float().clone()
+        imgs = []
+        for v in torch.linspace(0, 1, n):
+            vec = base.clone()
+            vec[a] = v
+            # The same noise seed for every frame, so only the attribute changes.
+            imgs.append(
+                model.sample(
+                    1,
+                    labels=vec[None].to(model.device),
+                    generator=torch.Generator().manual_seed(seed),
+                )
+            )
+        rows.append(torch.cat(imgs))
+        what, nrow = f"interpolate-{_slug(interpolate)}", nrow or n
+    elif per_class:
+        for c in range(len(names)):
+            rows.append(
+                model.sample(
+                    n,
+                    labels=torch.full((n,), c, dtype=torch.int64, device=model.device),
+                    generator=g,
+                )
+            )
+        what, nrow = "per-class", nrow or n
+    elif mix:
+        for m in mix:
+            w = torch.tensor(parse_mix(m, len(names)), dtype=torch.float32)
+            rows.append(
+                model.sample(n, labels=w.expand(n, -1).contiguous().to(model.device), generator=g)
+            )
+        what, nrow = "mix-" + "_".join(_slug(m) for m in mix), nrow or n
+    elif labels:
+        idx = [_class_index(t, names) for t in split_csv(labels)]
+        lab = torch.tensor([idx[i % len(idx)] for i in range(n)], dtype=torch.int64)
+        rows.append(model.sample(n, labels=lab.to(model.device), generator=g))
+        what = "labels-" + "_".join(str(i) for i in idx)
+    else:
+        lab = None
+        if model.conditional and spec.condition == "classes":
+            lab = torch.arange(n) % len(names)
+            lab = lab.to(model.device)
+        rows.append(model.sample(n, labels=lab, generator=g))
+    images = torch.cat([to_uint8(r) for r in rows if r is not None])
+    nrow = nrow or max(1, int(math.sqrt(len(images))))
+    path = out or run_dir / "grids" / f"{what}-seed{seed}.png"
+    return save_grid(images, path, nrow=nrow)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _small_threads():
+    torch.set_num_threads(2)
+
+
+def tiny_experiment(
+    models: list[str], *, resolution: int = 16, kimg: float = 0.128, n: int = 16, **data
+) -> ExperimentConfig:
+    return ExperimentConfig(
+        name="tiny",
+        models=models,
+        seeds=[0],
+        data=DataConfig(source="digits", resolution=resolution, **data),
+        train=TrainConfig(kimg=kimg, batch_size=16, log_every=2, eval_images=64),
+        sample=SampleConfig(n=n, batch_size=8),
+        metrics=MetricsConfig(enabled=False),
+    )

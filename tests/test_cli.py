@@ -1,0 +1,117 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from genbench.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    res = runner.invoke(app, ["run", "--experiment", "smoke", "--results", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def run_dir(results):
+    (d,) = [p for p in results.iterdir() if p.name.startswith("smoke-dcgan-s0-")]
+    return d
+
+
+def test_run_writes_the_documented_layout(smoke_results):
+    d = run_dir(smoke_results)
+    for name in (
+        "config.toml",
+        "train_log.jsonl",
+        "metrics.json",
+        "split.json",
+        "status.json",
+        "samples/manifest.json",
+    ):
+        assert (d / name).is_file(), name
+    assert len(list((d / "samples").glob("*.png"))) == 32
+    m = json.loads((d / "metrics.json").read_text())
+    assert (
+        m["train"]["images_seen"] == 256 and m["sampling"]["nfe"] == 1 and m["parameters_total"] > 0
+    )
+    assert json.loads((d / "status.json").read_text())["status"] == "done"
+
+
+def test_second_run_skips_done_runs(smoke_results):
+    res = runner.invoke(app, ["run", "--experiment", "smoke", "--results", str(smoke_results)])
+    assert res.exit_code == 0 and "skipped" in res.output
+
+
+def test_sample_and_report(smoke_results, tmp_path):
+    out = tmp_path / "grid.png"
+    res = runner.invoke(app, ["sample", str(run_dir(smoke_results)), "--n", "9", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    from PIL import Image
+
+    assert Image.open(out).size == (3 * 18 + 2, 3 * 18 + 2)
+    res = runner.invoke(app, ["report", str(smoke_results)])
+    assert res.exit_code == 0, res.output
+    csv = (smoke_results / "report" / "summary.csv").read_text()
+    assert "dcgan" in csv and "train_img_s" in csv
+
+
+def test_dry_run_prints_resolved_config_and_writes_nothing(tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "-e",
+            "smoke",
+            "--set",
+            "train.kimg=1",
+            "--seeds",
+            "0,1",
+            "--dry-run",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert res.output.count("kimg = 1") == 2 and "smoke-dcgan-s1-" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "-e", "smoke", "--models", "dcgna"], "did you mean 'dcgan'"),
+        (["run", "-e", "smoke", "--set", "train.kimgs=1"], "unknown key 'train.kimgs'"),
+        (["run", "-e", "no-such-experiment"], "unknown experiment"),
+        (["run", "-e", "smoke", "--set", "train.kimg=-1"], "train.kimg"),
+        (["run", "-e", "smoke", "--device", "cuda:0", "--dry-run"], None),
+        (["sample", "/nonexistent/run"], "not a run folder"),
+        (["report", "/nonexistent/results"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
+    res = runner.invoke(app, [*args] + (["--results", str(tmp_path)] if args[0] == "run" else []))
+    if message is None:  # a dry run never touches the device
+        assert res.exit_code == 0
+        return
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and message in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) <= 3
+
+
+def test_unavailable_cuda_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = runner.invoke(app, ["run", "-e", "smoke", "--device", "cuda", "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "CUDA is not available" in res.output
+
+
+def test_list_shows_generators_with_their_distribution():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0
+    line = next(line for line in res.output.splitlines() if " dcgan " in line)
+    assert "genbench" in line and "baselines.dcgan:DCGAN" in line

@@ -1,0 +1,119 @@
+
+import pytest
+import torch
+
+from genbench import registry
+from genbench.config import DataConfig, TrainConfig
+from genbench.data import load_data
+from genbench.device import seed_everything
+from genbench.errors import TrainingDiverged
+from genbench.train.loop import BatchOrder, checkpoint_paths, read_log, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(DataConfig(source="digits", resolution=8))
+
+
+def make(digits, seed=0):
+    seed_everything(seed)
+    cls = registry.load("dcgan")
+    return cls(
+        spec=digits.spec, config=cls.Config(), device=torch.device("cpu"), train_data=digits.train
+    )
+
+
+def weights(model):
+    return {
+        f"{k}.{n}": t.clone() for k, m in model.modules().items() for n, t in m.state_dict().items()
+    }
+
+
+def test_batch_order_covers_every_image_once_per_epoch():
+    order = BatchOrder(10, 4, seed=1)
+    seen = torch.cat([order.indices(s) for s in range(5)])  # 20 = two epochs
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(
+        range(10)
+    )
+    assert torch.equal(BatchOrder(10, 4, seed=1).indices(3), order.indices(3))
+
+
+def test_budget_in_kimg_and_logs(digits, tmp_path):
+    cfg = TrainConfig(kimg=0.16, batch_size=16, log_every=3, eval_images=0)
+    res = train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path)
+    assert (
+        res.steps == 10 and res.images_seen == 160 and res.flops_per_step and res.flops_per_step > 0
+    )
+    log = read_log(tmp_path / "train_log.jsonl")
+    assert [r["step"] for r in log] == [3, 6, 9, 10] and "loss_d" in log[-1]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits, tmp_path):
+    cfg = TrainConfig(
+        kimg=0.192,
+        batch_size=16,
+        checkpoint_kimg=0.064,
+        log_every=2,
+        eval_images=32,
+        eval_every_kimg=0.064,
+    )
+    full = make(digits)
+    train(full, digits.train, cfg, seed=0, run_dir=tmp_path / "a", holdout=digits.holdout)
+
+    part = make(digits)
+    r = train(
+        part,
+        digits.train,
+        cfg,
+        seed=0,
+        run_dir=tmp_path / "b",
+        holdout=digits.holdout,
+        stop_after=6,
+    )
+    assert r.stopped_by == "interrupted"
+    assert [p.name for p in checkpoint_paths(tmp_path / "b")][-1] == "step-000000004.pt"
+    torch.manual_seed(1234)  # a fresh process would have a different RNG state
+    resumed = make(digits, seed=99)
+    res = train(
+        resumed,
+        digits.train,
+        cfg,
+        seed=0,
+        run_dir=tmp_path / "b",
+        holdout=digits.holdout,
+        resume=True,
+    )
+    assert res.steps == 12
+    wa, wb = weights(full), weights(resumed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = [r["step"] for r in read_log(tmp_path / "b" / "train_log.jsonl")]
+    assert steps == sorted(set(steps))  # nothing logged twice after the resume
+
+
+def test_non_finite_loss_stops_the_run(digits, tmp_path):
+    model = make(digits)
+    model.train_step = lambda x, y: {"loss": float("nan")}
+    with pytest.raises(TrainingDiverged, match="loss 'loss' became nan at step 1"):
+        train(
+            model,
+            digits.train,
+            TrainConfig(kimg=0.032, batch_size=16, eval_images=0),
+            seed=0,
+            run_dir=tmp_path,
+        )
+
+
+def test_checkpoint_that_does_not_load_names_the_file(digits, tmp_path):
+    from genbench.errors import CheckpointError
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step-000000001.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="step-000000001.pt"):
+        train(
+            make(digits),
+            digits.train,
+            TrainConfig(kimg=0.032, batch_size=16),
+            seed=0,
+            run_dir=tmp_path,
+            resume=True,
+        )
