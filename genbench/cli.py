@@ -173,9 +173,9 @@ def list_(
     t = Table(title="data sources")
     t.add_column("name")
     t.add_column("description")
-    t.add_column("offline")
+    t.add_column("from")
     for s in SOURCES.values():
-        t.add_row(s.name, s.description, "yes" if s.offline else "needs files or network")
+        t.add_row(s.name, s.description, s.availability)
     console.print(t)
     t = Table(title="experiments")
     t.add_column("name")

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 
@@ -117,3 +116,10 @@ def test_checkpoint_that_does_not_load_names_the_file(digits, tmp_path):
             run_dir=tmp_path,
             resume=True,
         )
+
+
+def test_wall_clock_budget_stops_early(digits, tmp_path):
+    cfg = TrainConfig(kimg=50, batch_size=16, max_minutes=0.02, eval_images=0)
+    res = train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path)
+    assert res.stopped_by == "wall-clock" and 0 < res.steps < 50_000 // 16
+    assert checkpoint_paths(tmp_path)  # the last state is saved for sampling and resume

@@ -55,15 +55,15 @@ class SourceInfo:
     name: str
     description: str
     loader: Callable[..., RawData]
-    offline: bool  # usable with no network and no extra files
+    availability: str  # how it is had: bundled, local files, or local files / download
 
 
 SOURCES: dict[str, SourceInfo] = {}
 
 
-def source(name: str, description: str, *, offline: bool = False):
+def source(name: str, description: str, *, availability: str = "local files or download"):
     def deco(fn: Callable[..., RawData]) -> Callable[..., RawData]:
-        SOURCES[name] = SourceInfo(name, description, fn, offline)
+        SOURCES[name] = SourceInfo(name, description, fn, availability)
         return fn
 
     return deco
@@ -86,7 +86,7 @@ def data_roots(root: str | None) -> list[Path]:
 @source(
     "digits",
     "scikit-learn's bundled 8x8 digits, 10 classes (offline; the test fixture)",
-    offline=True,
+    availability="bundled",
 )
 def load_digits_source(*, root: str | None = None, label: str = "") -> RawData:
     from sklearn.datasets import load_digits
@@ -351,7 +351,11 @@ def _require_root(root: str | None, source_name: str) -> Path:
     return p
 
 
-@source("folder", "an image folder: one subfolder per class, or flat (unconditional)")
+@source(
+    "folder",
+    "an image folder: one subfolder per class, or flat (unconditional)",
+    availability="data.root",
+)
 def load_folder(*, root: str | None = None, label: str = "") -> RawData:
     base = _require_root(root, "folder")
     subdirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -384,7 +388,11 @@ UTK_FIELDS = {
 UTK_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)_")
 
 
-@source("utkface", "UTKFace-style flat folder, labels from 'age_gender_race_date.jpg' (data.label)")
+@source(
+    "utkface",
+    "UTKFace-style flat folder, labels from 'age_gender_race_date.jpg' (data.label)",
+    availability="data.root",
+)
 def load_utkface(*, root: str | None = None, label: str = "race") -> RawData:
     base = _require_root(root, "utkface")
     if label not in UTK_FIELDS:
