@@ -48,6 +48,7 @@ class RawData:
     skipped: int = 0  # unreadable files that were passed over
     skipped_examples: list[str] = field(default_factory=list)
     origin: str = ""  # where the files were found
+    notes: list[str] = field(default_factory=list)  # warnings recorded with the split
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,9 @@ def _read_image_files(files: list[Path]) -> tuple[list[torch.Tensor], torch.Tens
         if img is not None:
             images.append(img)
             keep.append(i)
+    if any(img.shape[0] == 3 for img in images):
+        # A folder mixing gray and colour files is colour: one channel count for the batch.
+        images = [img.expand(3, -1, -1) if img.shape[0] == 1 else img for img in images]
     return images, torch.tensor(keep, dtype=torch.int64)
 
 
@@ -359,21 +363,43 @@ def _require_root(root: str | None, source_name: str) -> Path:
 def load_folder(*, root: str | None = None, label: str = "") -> RawData:
     base = _require_root(root, "folder")
     subdirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if subdirs:
-        # Class folders; images anywhere below each one (nested folders are part of the class).
-        files, labels, names = [], [], []
-        for d in subdirs:
-            found = sorted(p for p in d.rglob("*") if _is_image_file(p) and not _hidden_below(p, d))
-            names.append(d.name)
-            files += found
-            labels += [len(names) - 1] * len(found)
-        class_names = tuple(names)
-    else:
-        files = sorted(p for p in base.iterdir() if _is_image_file(p))
-        labels, class_names = [], ()
-    return _from_files(
-        files, labels if class_names else None, class_names=class_names, origin=str(base)
-    )
+    top = sorted(p for p in base.iterdir() if _is_image_file(p))
+    files, labels, names, notes = [], [], [], []
+    for d in subdirs:
+        # Images anywhere below a class folder belong to it (nested folders are part of the class).
+        found = sorted(p for p in d.rglob("*") if _is_image_file(p) and not _hidden_below(p, d))
+        if not found:
+            notes.append(f"class folder '{d.name}' holds no image files; dropped")
+            continue
+        names.append(d.name)
+        files += found
+        labels += [len(names) - 1] * len(found)
+    if not names:  # no class folders with images: a flat, unconditional folder
+        raw = _from_files(top, None, class_names=(), origin=str(base))
+        raw.notes = notes
+        return raw
+    if top:
+        notes.append(f"{len(top)} image(s) directly in {base} ignored: class folders are used")
+    raw = _from_files(files, labels, class_names=tuple(names), origin=str(base))
+    raw.notes = notes + _drop_empty_classes(raw)
+    return raw
+
+
+def _drop_empty_classes(raw: RawData) -> list[str]:
+    """Classes left with no readable image are dropped and the labels renumbered:
+    a class with nothing to learn from cannot be sampled or scored."""
+    labels = raw.train.labels
+    assert labels is not None
+    counts = torch.bincount(labels, minlength=len(raw.class_names))
+    empty = [raw.class_names[i] for i in range(len(counts)) if counts[i] == 0]
+    if not empty:
+        return []
+    keep = torch.nonzero(counts > 0).flatten()
+    remap = torch.full((len(counts),), -1, dtype=torch.int64)
+    remap[keep] = torch.arange(len(keep))
+    raw.train.labels = remap[labels]
+    raw.class_names = tuple(raw.class_names[i] for i in keep.tolist())
+    return [f"class folder '{name}' holds no readable image; dropped" for name in empty]
 
 
 def _hidden_below(p: Path, top: Path) -> bool:
