@@ -101,12 +101,22 @@ def run(
         bool, typer.Option("--dry-run", help="Print the resolved run configs and exit.")
     ] = False,
     results: Annotated[Path, typer.Option("--results", help="Results folder.")] = Path("results"),
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="Run only slice I of N of the (model x seed) grid, e.g. 0/4 (array jobs).",
+        ),
+    ] = None,
 ) -> None:
-    """Train, sample and score each model once per seed on the experiment's data."""
+    """Train, sample and score each model once per seed on the experiment's data.
+
+    Under `torchrun --nproc_per_node=N -m genbench run ...` training is data-parallel.
+    """
     from genbench import registry
     from genbench.config import find_experiment, load_experiment, run_config_toml
     from genbench.progress import Reporter
-    from genbench.runner import plan, run_experiment
+    from genbench.runner import plan, run_experiment, select_shard
 
     overrides = list(set_ or [])
     if models:
@@ -116,10 +126,12 @@ def run(
             overrides.append(f"seeds=[{','.join(str(int(s)) for s in _csv(seeds))}]")
         except ValueError:
             raise GenbenchError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+    shard_ij = parse_shard(shard) if shard else None
     path = find_experiment(experiment)
     exp = load_experiment(str(path), overrides=overrides, model_names=set(registry.names()))
     if dry_run:
-        for r in plan(exp, experiment_file=str(path)):
+        planned = plan(exp, experiment_file=str(path))
+        for r in select_shard(planned, *shard_ij) if shard_ij else planned:
             console.rule(f"{r.run_id}")
             if r.error:
                 console.print(f"[red]cannot run:[/] {_esc(r.error)}")
@@ -133,6 +145,7 @@ def run(
         device=device,
         reporter=Reporter(console),
         experiment_file=str(path),
+        shard=shard_ij,
     )
     failed = [o for o in outcomes if o.status == "failed"]
     for o in outcomes:
@@ -143,6 +156,16 @@ def run(
     console.print(f"results in {results}/; `genbench report` summarises them")
     if failed:
         raise typer.Exit(1)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return int(i), int(n)
+    except ValueError:
+        raise GenbenchError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
 
 
 # -- list ------------------------------------------------------------------------
@@ -255,6 +278,98 @@ def report(
     for _, r in failed.iterrows():
         console.print(f"[red]failed[/] {r['run_id']}: {_esc(str(r.get('error') or ''))}")
     console.print(f"wrote {out_dir}/summary.csv and summary.md")
+
+
+# -- score / doctor (genbench.metrics) ------------------------------------------------------
+@app.command()
+@friendly_errors
+def score(
+    images_dir: Annotated[
+        Path, typer.Argument(help="A folder of images (PNG/JPEG), e.g. a run's samples/ folder.")
+    ],
+    ref: Annotated[
+        str,
+        typer.Option(
+            "--ref",
+            help="Experiment (name or TOML) or data source whose held-out split is the reference.",
+        ),
+    ],
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option("--inception-weights", help="Inception weights file (see `genbench doctor`)."),
+    ] = None,
+    n_ref: Annotated[
+        int | None,
+        typer.Option("--n-ref", min=2, help="Reference images (default: the experiment's N)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the full result as JSON (memorization.png beside it)."),
+    ] = None,
+) -> None:
+    """Score a folder of images under genbench's protocol (FID, KID, precision/recall, IS)."""
+    from rich.table import Table
+
+    from genbench.io import write_json
+    from genbench.metrics import score_folder
+    from genbench.progress import Reporter
+
+    result = score_folder(
+        images_dir,
+        ref=ref,
+        inception_weights=inception_weights,
+        device=device,
+        n_ref=n_ref,
+        out_dir=out.parent if out else None,
+        reporter=Reporter(console),
+    )
+    t = Table(title=f"scores of {images_dir}")
+    t.add_column("metric")
+    t.add_column("value")
+    for k, v in result["scores"].items():
+        if isinstance(v, dict):
+            v = f"{v['mean']:.6g} ± {v['std']:.3g}"
+        elif isinstance(v, float):
+            v = f"{v:.6g}"
+        if v is None:
+            v = "n/a: " + result["scores_unavailable"].get(k, "")
+        t.add_row(k, _esc(str(v)))
+    console.print(t)
+    p = result["protocol"]
+    console.print(
+        f"protocol {p['fingerprint']}: {p['extractor']} (weights {p['weights_sha256'][:12]}), "
+        f"N={p['n_generated']}, N_ref={p['n_reference']} from {p['reference']['dataset']}/"
+        f"{p['reference']['split']}, {p['resolution']}px, {p['channel_handling']}",
+        markup=False,
+        highlight=False,
+    )
+    if out:
+        write_json(out, result)
+        console.print(f"wrote {out}")
+
+
+@app.command()
+@friendly_errors
+def doctor(
+    inception_weights: Annotated[
+        Path | None, typer.Option("--inception-weights", help="Inception weights file to check.")
+    ] = None,
+    inception: Annotated[
+        str, typer.Option("--inception", help="auto, official or fidhelper (metrics.inception).")
+    ] = "auto",
+) -> None:
+    """Say which Inception feature extractor scoring uses here, and why."""
+    from genbench.metrics import doctor as metrics_doctor
+
+    info = metrics_doctor(
+        mode=inception, inception_weights=str(inception_weights) if inception_weights else None
+    )
+    for k, v in info.items():
+        if k != "ok":
+            console.print(f"[bold]{k}[/]: {_esc(str(v))}")
+    if not info["ok"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

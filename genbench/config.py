@@ -68,6 +68,7 @@ class TrainConfig(_Strict):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
+    compile: bool = Field(False, description="torch.compile each network in place (CUDA only)")
     deterministic: bool = False
 
     @field_validator("device")
@@ -87,10 +88,45 @@ class SampleConfig(_Strict):
 
 
 class MetricsConfig(_Strict):
-    """Which scores to compute on the sample set."""
+    """Which scores to compute on the sample set, and how (see ``genbench doctor``)."""
 
     names: list[str] = Field(default_factory=lambda: ["fid", "kid", "prc", "isc"])
     enabled: bool = True
+    inception: Literal["auto", "official", "fidhelper"] = Field(
+        "auto", description="official torch-fidelity weights, the offline fid-helper copy, or auto"
+    )
+    inception_weights: str | None = Field(
+        None, description="a weights file (else $GENBENCH_INCEPTION_WEIGHTS)"
+    )
+    download_weights: bool = Field(True, description="let auto/official download the weights")
+    batch_size: int = Field(32, ge=1, description="images per Inception batch")
+    n_ref: int | None = Field(
+        None, ge=2, description="held-out reference images (default: sample.n)"
+    )
+    kid_subsets: int = Field(100, ge=1)
+    kid_subset_size: int = Field(1000, ge=2, description="upper bound; min(this, N, N_ref) is used")
+    isc_splits: int = Field(10, ge=1)
+    prc_neighborhood: int = Field(3, ge=1)
+    per_class: bool = Field(True, description="per-class FID/KID for class-conditional runs")
+    classifier: bool = Field(True, description="class consistency via a small cached classifier")
+    classifier_steps: int = Field(1000, ge=1, description="training steps of that classifier")
+    memorization: bool = Field(True, description="nearest-training-image audit")
+    memorization_max_train: int = Field(
+        1000, ge=1, description="training images searched in Inception-feature space"
+    )
+    memorization_max_train_pixels: int | None = Field(
+        None, ge=1, description="training images searched in pixel space (None: all)"
+    )
+    memorization_quantile: float = Field(0.05, gt=0.0, lt=1.0)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        known = ("fid", "kid", "prc", "isc")
+        bad = [n for n in v if n not in known]
+        if bad:
+            raise ValueError(f"unknown metric {bad[0]!r} (known: {', '.join(known)})")
+        return v
 
 
 class ExperimentConfig(_Strict):

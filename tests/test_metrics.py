@@ -1,0 +1,301 @@
+"""Scoring plumbing, with the seeded stand-in extractor instead of Inception (fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch_fidelity
+from pydantic import ValidationError
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
+from genbench.data import load_data
+from genbench.metrics import mark_comparable, protocol_differences, scoring
+from genbench.metrics.fidelity import fid_low_rank, fidelity_from_features
+from genbench.metrics.standin import STANDIN_NAME, standin_choice
+from genbench.sampling import save_png
+
+DATA = DataConfig(source="digits", resolution=16, split="random")
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "gbcache"))
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_data(DATA)
+
+
+def _cfg(**kw) -> MetricsConfig:
+    base = dict(classifier=False, memorization=False, per_class=False)
+    return MetricsConfig(**{**base, **kw})
+
+
+def _score(images, bundle, *, n_ref, **kw):
+    cfg_kw = {k: kw.pop(k) for k in list(kw) if k in MetricsConfig.model_fields}
+    return scoring.score_images(
+        images,
+        bundle=bundle,
+        data_cfg=DATA,
+        metrics_cfg=_cfg(**cfg_kw),
+        n_ref=n_ref,
+        choice=standin_choice(),
+        device=CPU,
+        **kw,
+    )
+
+
+def _write_folder(folder: Path, images: torch.Tensor) -> Path:
+    folder.mkdir(parents=True)
+    for i, img in enumerate(images):
+        save_png(img, folder / f"{i:06d}.png")
+    return folder
+
+
+def test_scores_equal_a_direct_torch_fidelity_call(tmp_path, bundle):
+    # Generated: a shifted, noisier copy of training images, so the two sets differ.
+    g = torch.Generator().manual_seed(1)
+    gen = bundle.train.images[200:240].float() * 0.8 + torch.rand(40, 1, 16, 16, generator=g) * 50
+    gen_dir = _write_folder(tmp_path / "gen", gen.round().clamp(0, 255).to(torch.uint8))
+    ref = scoring.seeded_subset(bundle.holdout, 40)
+    ref_dir = _write_folder(tmp_path / "ref", ref.images)
+
+    images = scoring.load_images(scoring.image_files(gen_dir))
+    assert images.shape == (40, 1, 16, 16)
+    ours = _score(images, bundle, n_ref=40)
+    direct = torch_fidelity.calculate_metrics(
+        input1=str(gen_dir),
+        input2=str(ref_dir),
+        feature_extractor=STANDIN_NAME,
+        fid=True,
+        kid=True,
+        prc=True,
+        isc=True,
+        kid_subset_size=40,
+        cuda=False,
+        cache=False,
+        verbose=False,
+        save_cpu_ram=True,
+        batch_size=32,
+    )
+    s = ours["scores"]
+    assert s["fid"] > 0.1  # different sets: the comparison below is not 0 == 0
+    assert s["fid"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-5)
+    assert s["kid"]["mean"] == pytest.approx(direct["kernel_inception_distance_mean"], rel=1e-4)
+    assert s["kid"]["std"] == pytest.approx(direct["kernel_inception_distance_std"], rel=1e-3)
+    assert s["precision"] == pytest.approx(direct["precision"])
+    assert s["recall"] == pytest.approx(direct["recall"])
+    assert s["isc"]["mean"] == pytest.approx(direct["inception_score_mean"], rel=1e-5)
+    assert ours["protocol"]["settings"]["kid_subset_size"] == 40
+
+
+def test_protocol_fingerprint_and_comparability(bundle):
+    imgs = bundle.train.images
+    a = _score(imgs[:30], bundle, n_ref=30, names=["fid"])
+    b = _score(imgs[30:60], bundle, n_ref=30, names=["fid"], sampling={"sampler": "x", "nfe": 9})
+    c = _score(imgs[:40], bundle, n_ref=30, names=["fid"])
+    pa, pb, pc = a["protocol"], b["protocol"], c["protocol"]
+    for key in ("torch_fidelity", "extractor", "weights_sha256", "n_generated", "n_reference"):
+        assert key in pa
+    assert pa["reference"]["dataset"] == "digits" and pa["channels"] == 1
+    assert "replicated" in pa["channel_handling"]
+    assert pb["sampling"] == {"sampler": "x", "nfe": 9}
+    # The sampler describes the model, not the measurement: same fingerprint.
+    assert pa["fingerprint"] == pb["fingerprint"] != pc["fingerprint"]
+    assert protocol_differences(pa, pb) == []
+    assert any(d.startswith("n_generated") for d in protocol_differences(pa, pc))
+    marks = mark_comparable([a, b, c, {"scores": {}}])
+    assert [m[0] for m in marks] == [True, True, False, False]
+
+
+def test_small_n_is_guarded_not_crashed(bundle):
+    one = _score(bundle.train.images[:1], bundle, n_ref=50)
+    assert one["scores"]["fid"] is None and "at least 2" in one["scores_unavailable"]["fid"]
+    assert one["scores"]["kid"] is None and one["scores"]["precision"] is None
+    three = _score(bundle.train.images[:3], bundle, n_ref=50)
+    assert np.isfinite(three["scores"]["fid"])  # rank-deficient but real, not complex
+    assert three["protocol"]["settings"]["kid_subset_size"] == 3
+    assert three["protocol"]["settings"]["fid_rank_deficient"] is True
+    assert any("rank-deficient" in w for w in three["warnings"])
+    assert three["scores"]["precision"] is None  # needs > prc_neighborhood (3) per side
+
+
+def test_inception_score_is_null_without_a_classifier():
+    feats = {"2048": torch.randn(20, 8)}
+    r = fidelity_from_features(
+        feats,
+        {"2048": torch.randn(20, 8)},
+        names=["isc", "fid"],
+        feature_layer="2048",
+        logits_layer=None,
+    )
+    assert r.scores["isc"] is None and "classifier" in r.unavailable["isc"]
+    assert r.scores["fid"] is not None
+
+
+def test_low_rank_fid_equals_torch_fidelity():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(30, 64, generator=g)
+    b = torch.rand(45, 64, generator=g) * 1.2 + 0.1
+    ref = fid_statistics_to_metric(
+        fid_features_to_statistics(a), fid_features_to_statistics(b), False
+    )
+    assert fid_low_rank(a, b) == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+
+
+def test_reference_features_cached_generated_never(tmp_path, monkeypatch, bundle):
+    monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "c"))
+    first = _score(bundle.train.images[:20], bundle, n_ref=25, names=["fid"])
+    files = sorted((tmp_path / "c" / "features").iterdir())
+    assert len(files) == 1 and "digits" in files[0].name and "-n25-" in files[0].name
+    calls = []
+    orig = scoring.extract_features
+    monkeypatch.setattr(
+        scoring, "extract_features", lambda *a, **k: calls.append(1) or orig(*a, **k)
+    )
+    again = _score(bundle.train.images[20:40], bundle, n_ref=25, names=["fid"])
+    assert calls == [1]  # only the new samples were extracted
+    assert sorted((tmp_path / "c" / "features").iterdir()) == files  # nothing cached for samples
+    assert again["scores"]["fid"] != first["scores"]["fid"]
+
+
+def test_per_class_and_class_consistency(bundle):
+    imgs, labels = bundle.train.images[:200], bundle.train.labels[:200]
+    r = _score(
+        imgs, bundle, n_ref=200, labels=labels, per_class=True, classifier=True, classifier_steps=60
+    )
+    pc = r["per_class"]
+    assert pc["classes_scored"] == 10 and set(pc["classes"]) == set(bundle.spec.class_names)
+    assert all(c["n"] > 2 and c["fid"] > 0 for c in pc["classes"].values())
+    assert r["scores"]["fid_class_mean"] == pytest.approx(
+        np.mean([c["fid"] for c in pc["classes"].values()])
+    )
+    cc = r["class_consistency"]
+    assert cc["classifier"]["heldout_accuracy"] > 0.5
+    # Real images with their true labels: the classifier mostly agrees; shuffled labels: it does not.
+    wrong = _score(
+        imgs, bundle, n_ref=200, labels=labels.roll(1), classifier=True, classifier_steps=60
+    )
+    assert r["scores"]["class_consistency"] > 0.5 > wrong["scores"]["class_consistency"]
+    assert wrong["class_consistency"]["classifier"]["cached"] is True
+
+
+def test_memorization_flags_a_copier_not_noise(tmp_path, bundle):
+    g = torch.Generator().manual_seed(0)
+    copies = bundle.train.images[torch.randperm(len(bundle.train), generator=g)[:60]]
+    noise = torch.randint(0, 256, (60, 1, 16, 16), dtype=torch.uint8, generator=g)
+    kw = dict(n_ref=60, memorization=True, memorization_max_train=len(bundle.train))
+    copier = _score(copies, bundle, out_dir=tmp_path, **kw)
+    fresh = _score(noise, bundle, **kw)
+    m = copier["memorization"]
+    assert m["feature"]["rate"] > 0.95 and m["pixel"]["rate"] > 0.95
+    assert (
+        fresh["memorization"]["feature"]["rate"] < 0.1
+        and fresh["memorization"]["pixel"]["rate"] < 0.1
+    )
+    assert m["n_train_features"] == len(bundle.train) and m["train_cap_features"] == len(
+        bundle.train
+    )
+    assert m["closest"][0]["pixel_distance"] < 0.02 * m["pixel"]["threshold"]  # an exact copy
+    assert (tmp_path / "memorization.png").stat().st_size > 0
+    per_sample = json.loads((tmp_path / "memorization.json").read_text())
+    assert len(per_sample["feature_nearest_train_index"]) == 60
+
+
+def test_config_rejects_unknown_metric():
+    with pytest.raises(ValidationError, match="unknown metric"):
+        MetricsConfig(names=["fid", "fdd"])
+
+
+def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
+    from genbench.runner import run_experiment
+
+    exp = ExperimentConfig(
+        name="tiny",
+        models=["dcgan"],
+        seeds=[0],
+        data=DATA,
+        train=TrainConfig(kimg=0.064, batch_size=16, log_every=2, eval_images=0),
+        sample=SampleConfig(n=24, batch_size=12),
+        metrics=MetricsConfig(classifier_steps=30, memorization_max_train=200),
+    )
+    out = run_experiment(exp, results_dir=tmp_path)
+    assert [o.status for o in out] == ["done"]
+    m = json.loads((out[0].run_dir / "metrics.json").read_text())
+    assert m["scores"]["fid"] > 0 and m["scores"]["kid"]["std"] >= 0
+    assert m["protocol"]["extractor"] == STANDIN_NAME and m["protocol"]["n_generated"] == 24
+    assert m["protocol"]["sampling"]["nfe"] == m["sampling"]["nfe"]
+    assert "images_per_s" in m["protocol"]["sampling"]
+    assert "memorization" in m and (out[0].run_dir / "memorization.png").exists()
+    real = [p for p in tmp_path.iterdir() if p.name.startswith("tiny-real-n24-")]
+    assert len(real) == 1
+    rm = json.loads((real[0] / "metrics.json").read_text())
+    assert rm["model"] == "real" and rm["protocol"]["fingerprint"] == m["protocol"]["fingerprint"]
+    assert rm["scores"]["fid"] < m["scores"]["fid"]  # real data is the floor
+    before = (real[0] / "metrics.json").stat().st_mtime_ns
+    assert scoring.score_real_data(load_data(DATA), exp, tmp_path) == real[0]
+    assert (real[0] / "metrics.json").stat().st_mtime_ns == before  # done folders are skipped
+
+
+def test_cli_score_and_doctor(tmp_path, monkeypatch, bundle):
+    from typer.testing import CliRunner
+
+    from genbench.cli import app
+
+    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
+    exp = tmp_path / "exp.toml"
+    exp.write_text(
+        'name = "t"\n[data]\nsource = "digits"\nresolution = 16\nsplit = "random"\n'
+        "[sample]\nn = 20\n[metrics]\nclassifier_steps = 20\nmemorization_max_train = 50\n"
+    )
+    folder = _write_folder(tmp_path / "imgs", bundle.holdout.images[:20])
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["score", str(folder), "--ref", str(exp), "--out", str(tmp_path / "s.json")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "fid" in res.output and "protocol" in res.output
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["protocol"]["n_generated"] == 20 and saved["scores"]["fid"] is not None
+    assert (tmp_path / "memorization.png").exists()
+    bad = runner.invoke(app, ["score", str(tmp_path / "nope"), "--ref", str(exp)])
+    assert bad.exit_code == 2 and "is not a folder" in " ".join(bad.output.split())
+    doc = runner.invoke(app, ["doctor", "--inception-weights", str(tmp_path / "missing.pt")])
+    assert doc.exit_code == 1 and "does not exist" in " ".join(doc.output.split())
+
+
+def test_score_run_reads_conditional_labels_from_the_manifest(tmp_path, monkeypatch, bundle):
+    from genbench.config import build_run_config
+    from genbench.metrics import score_run
+    from genbench.runner import _EmptyConfig
+    from genbench.sampling import write_sample_set
+
+    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
+    exp = ExperimentConfig(
+        name="cond",
+        models=["dcgan"],
+        data=DATA,
+        sample=SampleConfig(n=120),
+        metrics=MetricsConfig(classifier_steps=60, memorization=False),
+    )
+    cfg = build_run_config(exp, "dcgan", 0, _EmptyConfig())
+    images, labels = bundle.train.images[:120], bundle.train.labels[:120]
+    manifest = {
+        "condition": "classes",
+        "labels": labels.tolist(),
+        "sampler": {"sampler": "s", "nfe": 3},
+    }
+    write_sample_set(tmp_path / "samples", images, manifest)
+    out = score_run(run_dir=tmp_path, bundle=bundle, config=cfg)
+    assert out["per_class"]["classes_scored"] == 10
+    assert out["scores"]["class_consistency"] > 0.5
+    assert out["protocol"]["sampling"] == {"sampler": "s", "nfe": 3}
+    assert "memorization" not in out and out["scores"]["isc"] is not None

