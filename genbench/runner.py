@@ -3,6 +3,7 @@ and write the run folder. One failing run never stops the others."""
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -26,10 +27,19 @@ from genbench.config import (
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle, load_data
 from genbench.device import configure_backend, resolve_device, seed_everything
+from genbench.distributed import (
+    SINGLE,
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+    from_env,
+)
 from genbench.errors import ConfigError, GenbenchError
 from genbench.io import read_json, write_json, write_text
+from genbench.locking import try_lock_run
 from genbench.progress import Reporter
-from genbench.sampling import MANIFEST, generate, plan_labels, write_sample_set
+from genbench.sampling import MANIFEST, assemble, generate, plan_labels, write_sample_set
 from genbench.train.loop import train
 
 STATUS = "status.json"
@@ -99,6 +109,7 @@ def run_experiment(
     device: str | None = None,
     reporter: Reporter | None = None,
     experiment_file: str = "experiment",
+    shard: tuple[int, int] | None = None,
 ) -> list[RunOutcome]:
     reporter = reporter or Reporter()
     if device is not None:
@@ -106,8 +117,15 @@ def run_experiment(
             update={"train": experiment.train.model_copy(update={"device": device})}
         )
     runs = plan(experiment, experiment_file=experiment_file)
+    if shard is not None:
+        runs = select_shard(runs, *shard)
     dev = resolve_device(experiment.train.device)
+    dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
+    if dist_info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist_info.local_rank)
     configure_backend(dev, deterministic=experiment.train.deterministic)
+    if not dist_info.is_main:
+        reporter = Reporter()  # one rank speaks
     results_dir.mkdir(parents=True, exist_ok=True)
 
     todo = []
@@ -130,29 +148,116 @@ def run_experiment(
         reporter.warn(
             f"{bundle.split['skipped_files']} unreadable file(s) skipped, e.g. {bundle.split['skipped_examples'][:2]}"
         )
+    for note in bundle.split.get("notes", []):
+        reporter.warn(note)
+
+    # A model that cannot train on this data (resolution, condition) is a config
+    # error for the whole command, before any run starts training.
+    check_specs(todo, bundle)
+
+    if experiment.metrics.enabled and dist_info.is_main and (shard is None or shard[0] == 0):
+        # The real-data row (training subset vs held-out): the floor every model is scored against.
+        from genbench.metrics import score_real_data
+
+        try:
+            score_real_data(bundle, experiment, results_dir, reporter, device=dev)
+        except Exception as exc:  # the floor row failing must not stop the models' runs
+            reporter.error(f"real-data row failed: {_one_line(exc)}")
 
     for r in todo:
         rd = results_dir / r.run_id
-        try:
-            if r.error is not None:
-                raise GenbenchError(r.error)
-            metrics = execute_run(r, bundle, rd, device=dev, resume=resume, reporter=reporter)
+        # One process per run folder: a second `genbench run` skips it instead of waiting.
+        # Under torchrun rank 0 holds the lock and the other ranks follow its decision.
+        lock = try_lock_run(rd) if dist_info.is_main else None
+        if broadcast_object(dist_info, lock is None if dist_info.is_main else None):
+            msg = "locked by another genbench process; skipped"
+            reporter.warn(f"{r.run_id}: {msg}")
             outcomes.append(
                 RunOutcome(
-                    r.run_id, r.config.model, r.config.seed, "done", run_dir=rd, metrics=metrics
+                    r.run_id, r.config.model, r.config.seed, "skipped", error=msg, run_dir=rd
                 )
             )
-        except KeyboardInterrupt:
-            _set_status(rd, "interrupted", error="interrupted by the user; --resume continues it")
-            raise
-        except Exception as exc:
-            msg = _one_line(exc)
-            _set_status(rd, "failed", error=msg, traceback=traceback.format_exc())
-            reporter.error(f"{r.run_id}: failed: {msg}")
+            continue
+        try:
+            if broadcast_object(dist_info, not force and run_status(rd).get("status") == "done"):
+                # Another process finished it while this one was loading data.
+                reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
+                outcomes.append(
+                    RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
+                )
+                continue
             outcomes.append(
-                RunOutcome(r.run_id, r.config.model, r.config.seed, "failed", error=msg, run_dir=rd)
+                _run_one(
+                    r, bundle, rd, device=dev, resume=resume, reporter=reporter, dist_info=dist_info
+                )
             )
+        finally:
+            if lock is not None:
+                lock.release()
     return outcomes
+
+
+def select_shard(runs: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
+    """The index-th of count interleaved slices of the (model x seed) grid, for array jobs.
+
+    Interleaving spreads slow and fast models over the shards; together the slices
+    cover every run exactly once. Shard 0 also computes the real-data row.
+    """
+    if not (count >= 1 and 0 <= index < count):
+        raise ConfigError(f"--shard {index}/{count}: expected I/N with 0 <= I < N")
+    return runs[index::count]
+
+
+def _run_one(
+    r: PlannedRun,
+    bundle: DataBundle,
+    rd: Path,
+    *,
+    device: torch.device,
+    resume: bool,
+    reporter: Reporter,
+    dist_info: DistInfo = SINGLE,
+) -> RunOutcome:
+    try:
+        if r.error is not None:
+            raise GenbenchError(r.error)
+        metrics = execute_run(
+            r, bundle, rd, device=device, resume=resume, reporter=reporter, dist_info=dist_info
+        )
+        return RunOutcome(
+            r.run_id, r.config.model, r.config.seed, "done", run_dir=rd, metrics=metrics
+        )
+    except KeyboardInterrupt:
+        _set_status(rd, "interrupted", error="interrupted by the user; --resume continues it")
+        raise
+    except Exception as exc:
+        msg = _one_line(exc)
+        if dist_info.is_main:
+            _set_status(rd, "failed", error=msg, traceback=traceback.format_exc())
+        reporter.error(f"{r.run_id}: failed: {msg}")
+        if dist_info.enabled:
+            # The other ranks may be waiting in a collective: a failure ends the whole job.
+            raise
+        return RunOutcome(r.run_id, r.config.model, r.config.seed, "failed", error=msg, run_dir=rd)
+
+
+def check_specs(runs: list[PlannedRun], bundle: DataBundle) -> None:
+    """Raise ConfigError if a planned model rejects the data spec (``Generator.check_spec``)."""
+    spec = bundle.spec
+    for r in runs:
+        if r.generator_cls is None:
+            continue
+        try:
+            model_cfg = r.generator_cls.Config.model_validate(r.config.generator)
+            r.generator_cls.check_spec(spec, model_cfg)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{r.config.model} cannot train on this data (data.resolution = "
+                f"{spec.resolution}, {spec.channels} channel(s), condition '{spec.condition}'): "
+                f"{(str(exc).strip().splitlines() or [''])[0]}"
+            ) from None
+        except Exception:  # a plugin's own bug fails only its own run, in execute_run
+            continue
 
 
 def _one_line(exc: BaseException) -> str:
@@ -169,7 +274,7 @@ def _set_status(run_dir: Path, status: str, **extra: Any) -> None:
     )
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, dist_info: DistInfo = SINGLE) -> dict[str, Any]:
     env = {
         "genbench": __version__,
         "torch": torch.__version__,
@@ -178,6 +283,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
+        "world_size": dist_info.world,
     }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
@@ -192,16 +298,19 @@ def execute_run(
     device: torch.device,
     resume: bool,
     reporter: Reporter,
+    dist_info: DistInfo = SINGLE,
 ) -> dict[str, Any]:
     cfg = r.config
+    main = dist_info.is_main
     assert r.generator_cls is not None
     cls = r.generator_cls
     status = run_status(run_dir)
-    if not resume and status:
+    if not resume and status and main:
         # A fresh start: an interrupted folder's old checkpoints must not leak in.
         for sub in ("checkpoints", "samples"):
             shutil.rmtree(run_dir / sub, ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = cls.Config.model_validate(cfg.generator)
     try:
         cls.check_spec(bundle.spec, model_cfg)
@@ -209,9 +318,11 @@ def execute_run(
         raise ConfigError(f"{cfg.model} cannot train on this data: {exc}") from None
 
     # The resolved config is on disk before any training starts.
-    write_text(run_dir / "config.toml", run_config_toml(cfg))
-    write_json(run_dir / "split.json", bundle.split)
-    _set_status(run_dir, "running", phase="train")
+    if main:
+        write_text(run_dir / "config.toml", run_config_toml(cfg))
+        write_json(run_dir / "split.json", bundle.split)
+        _set_status(run_dir, "running", phase="train")
+    barrier(dist_info)  # every rank sees the cleaned folder before resuming from it
 
     seed_everything(cfg.seed)
     model = cls(spec=bundle.spec, config=model_cfg, device=device, train_data=bundle.train)
@@ -227,20 +338,34 @@ def execute_run(
             holdout=bundle.holdout,
             resume=resume,
             on_step=lambda s, total, logs: tick(s, total, logs),
+            dist_info=dist_info,
         )
 
-    _set_status(run_dir, "running", phase="sample")
+    if main:
+        _set_status(run_dir, "running", phase="sample")
     sample_seed = cfg.seed + cfg.sample.seed_offset
     labels = plan_labels(model, bundle.train, cfg.sample.n, seed=sample_seed)
     with reporter.phase(f"{cfg.model} s{cfg.seed} sample", total=cfg.sample.n) as tick:
-        images, info, secs = generate(
+        n_batches = math.ceil(cfg.sample.n / cfg.sample.batch_size)
+        by_batch, info_by_batch, secs = generate(
             model,
             cfg.sample.n,
             labels=labels,
             seed=sample_seed,
             batch_size=cfg.sample.batch_size,
-            on_batch=lambda m: tick(advance=m),
+            batches=range(dist_info.rank, n_batches, dist_info.world),  # each rank its share
+            on_batch=lambda m: tick(advance=m * dist_info.world),
         )
+    # Per-batch noise streams: the gathered set equals a single process's, image for image.
+    gathered = all_gather_objects(dist_info, (by_batch, info_by_batch, secs))
+    if not main:
+        barrier(dist_info)  # wait while rank 0 writes and scores
+        return {}
+    for part_images, part_info, _ in gathered[1:]:
+        by_batch.update(part_images)
+        info_by_batch.update(part_info)
+    secs = max(part[2] for part in gathered)
+    images, info = assemble(by_batch, info_by_batch)
     protocol = model.sampling_protocol()
     manifest = {
         "n": cfg.sample.n,
@@ -271,16 +396,25 @@ def execute_run(
             "images_per_s": round(cfg.sample.n / secs, 2) if secs > 0 else None,
         },
         "data": {"source": cfg.data.source, "resolution": cfg.data.resolution, **bundle.split},
-        "environment": environment(device),
+        "environment": environment(device, dist_info),
         "scores": {},
     }
     if cfg.metrics.enabled:
         _set_status(run_dir, "running", phase="score")
         from genbench.metrics import score_run
 
-        metrics.update(score_run(run_dir=run_dir, bundle=bundle, config=cfg, reporter=reporter))
+        metrics.update(
+            score_run(
+                run_dir=run_dir,
+                bundle=bundle,
+                config=cfg,
+                reporter=reporter,
+                sampling=metrics["sampling"],
+            )
+        )
     write_json(run_dir / "metrics.json", metrics)
     _set_status(run_dir, "done")
+    barrier(dist_info)
     return metrics
 
 

@@ -115,3 +115,31 @@ def test_list_shows_generators_with_their_distribution():
     assert res.exit_code == 0
     line = next(line for line in res.output.splitlines() if " dcgan " in line)
     assert "genbench" in line and "baselines.dcgan:DCGAN" in line
+
+
+def test_shards_cover_the_grid_once_and_merge_in_one_report(tmp_path):
+    for i in range(2):
+        res = runner.invoke(
+            app,
+            [
+                "run",
+                "-e",
+                "smoke",
+                "--seeds",
+                "0,1",
+                "--shard",
+                f"{i}/2",
+                "--results",
+                str(tmp_path),
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        assert res.output.count("done  smoke-dcgan") == 1
+    res = runner.invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 0
+    import pandas as pd
+
+    df = pd.read_csv(tmp_path / "report" / "summary.csv")
+    assert sorted(df["seed"].tolist()) == [0, 1] and set(df["status"]) == {"done"}
+    bad = runner.invoke(app, ["run", "-e", "smoke", "--shard", "2/2", "--results", str(tmp_path)])
+    assert bad.exit_code == 2 and "--shard" in bad.output

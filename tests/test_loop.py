@@ -123,3 +123,17 @@ def test_wall_clock_budget_stops_early(digits, tmp_path):
     res = train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path)
     assert res.stopped_by == "wall-clock" and 0 < res.steps < 50_000 // 16
     assert checkpoint_paths(tmp_path)  # the last state is saved for sampling and resume
+
+
+def test_cuda_only_settings_are_not_applied_on_cpu(digits, tmp_path, monkeypatch):
+    model = make(digits)
+    compiled = []
+    for m in model.modules().values():
+        monkeypatch.setattr(m, "compile", lambda *a, **k: compiled.append(1))
+    cfg = TrainConfig(
+        kimg=0.032, batch_size=16, eval_images=0, compile=True, channels_last=True, precision="bf16"
+    )
+    train(model, digits.train, cfg, seed=0, run_dir=tmp_path)
+    assert not compiled
+    assert all(p.is_contiguous() for m in model.modules().values() for p in m.parameters())
+    assert all(p.dtype == torch.float32 for m in model.modules().values() for p in m.parameters())

@@ -22,7 +22,15 @@ from genbench.config import TrainConfig
 from genbench.contract import Generator
 from genbench.data import ImageSet
 from genbench.device import autocast, rng_state, set_rng_state
-from genbench.errors import CheckpointError, TrainingDiverged
+from genbench.distributed import (
+    SINGLE,
+    DistInfo,
+    any_flag,
+    average_gradients,
+    barrier,
+    broadcast_state,
+)
+from genbench.errors import CheckpointError, ConfigError, TrainingDiverged
 from genbench.io import load_torch, save_torch, write_text
 
 CKPT_FORMAT = 1
@@ -196,6 +204,7 @@ def train(
     holdout: ImageSet | None = None,
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    dist_info: DistInfo = SINGLE,
     stop_after: int | None = None,  # for tests: stop as if killed after this many steps
 ) -> TrainResult:
     device = model.device
@@ -204,9 +213,19 @@ def train(
     eval_every = eval_interval(cfg, len(data))
     do_eval = holdout is not None and len(holdout) > 0 and cfg.eval_images > 0
     order = BatchOrder(len(data), cfg.batch_size, seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = dist_info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train_log.jsonl"
     channels_last = device.type == "cuda" and cfg.channels_last
+    if channels_last:
+        for m in model.modules().values():
+            m.to(memory_format=torch.channels_last)
+    if dist_info.enabled and cfg.batch_size % dist_info.world:
+        raise ConfigError(
+            f"train.batch_size={cfg.batch_size} must divide evenly over {dist_info.world} processes "
+            "(the global batch stays the same whatever the process count)"
+        )
 
     step, images_seen, elapsed0, train_s = 0, 0, 0.0, 0.0
     ckpt = latest_checkpoint(run_dir) if resume else None
@@ -215,93 +234,125 @@ def train(
         step, images_seen = state["step"], state["images_seen"]
         elapsed0, train_s = state["elapsed"], state["train_seconds"]
         set_rng_state(state["rng"])
-        _truncate_log(log_path, step)
-    else:
+        if main:
+            _truncate_log(log_path, step)
+    elif main:
         log_path.unlink(missing_ok=True)
+
+    def local(idx: torch.Tensor) -> torch.Tensor:
+        # Each rank takes its share of the global batch.
+        return idx[dist_info.rank :: dist_info.world]
+
+    hooks = []
+    if dist_info.enabled:
+        if not model.optimizers():
+            raise ConfigError(
+                f"{type(model).__name__} declares no optimizers(); it cannot train data-parallel"
+            )
+        broadcast_state(dist_info, model.modules())
+        hooks = average_gradients(dist_info, model.optimizers())
+        # Different noise on every rank (same noise would waste the extra batch), reproducibly.
+        torch.manual_seed((seed * 1_000 + dist_info.rank) * 1_000_003 + step)
 
     flops = None
     if step < steps:
-        x, y = data.batch(order.indices(step), device)
+        x, y = data.batch(local(order.indices(step)), device)
         flops = measure_flops(model, _fmt(x, channels_last), y, keep=data)
+        if flops is not None:
+            flops *= dist_info.world  # FLOPs of one global step
 
+    if cfg.compile and device.type == "cuda":
+        for m in model.modules().values():
+            m.compile()  # in place: the model keeps calling its own attribute
     model.train()
     t_start = time.perf_counter()
     window: dict[str, list[float]] = {}
     window_t, window_imgs = 0.0, 0
     stopped_by, last = "budget", {}
-    while step < steps:
-        if (
-            cfg.max_minutes is not None
-            and elapsed0 + time.perf_counter() - t_start >= cfg.max_minutes * 60
-        ):
-            stopped_by = "wall-clock"
-            break
-        x, y = data.batch(order.indices(step), device)
-        x = _fmt(x, channels_last)
-        t0 = time.perf_counter()
-        with autocast(device, cfg.precision):
-            logs = model.train_step(x, y)
-        if device.type == "cuda" and (step + 1) % cfg.log_every == 0:
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        train_s += dt
-        window_t += dt
-        step += 1
-        images_seen += cfg.batch_size
-        window_imgs += cfg.batch_size
-        for k, v in logs.items():
-            v = float(v)
-            if not math.isfinite(v):
+    try:
+        while step < steps:
+            out_of_time = (
+                cfg.max_minutes is not None
+                and elapsed0 + time.perf_counter() - t_start >= cfg.max_minutes * 60
+            )
+            if dist_info.enabled and cfg.max_minutes is not None:
+                (out_of_time,) = any_flag(
+                    dist_info, out_of_time
+                )  # every rank stops at the same step
+            if out_of_time:
+                stopped_by = "wall-clock"
+                break
+            x, y = data.batch(local(order.indices(step)), device)
+            x = _fmt(x, channels_last)
+            t0 = time.perf_counter()
+            with autocast(device, cfg.precision):
+                logs = model.train_step(x, y)
+            if device.type == "cuda" and (step + 1) % cfg.log_every == 0:
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            train_s += dt
+            window_t += dt
+            step += 1
+            images_seen += cfg.batch_size
+            window_imgs += cfg.batch_size
+            if dist_info.enabled:
+                broadcast_state(dist_info, model.modules(), buffers_only=True)
+            bad = {k: float(v) for k, v in logs.items() if not math.isfinite(float(v))}
+            if dist_info.enabled:
+                (any_bad,) = any_flag(dist_info, bool(bad))
+                bad = bad or ({"loss": float("nan")} if any_bad else {})
+            if bad:
+                k, v = next(iter(bad.items()))
                 raise TrainingDiverged(
                     f"loss '{k}' became {v} at step {step} ({images_seen / 1000:.2f} kimg); the run is stopped"
                 )
-            window.setdefault(k, []).append(v)
-        evaluated = {}
-        if do_eval and (step % eval_every == 0 or step == steps):
-            assert holdout is not None
-            state = rng_state()  # evaluation must not shift the training noise stream
-            evaluated = evaluate(model, holdout, cfg)
-            set_rng_state(state)
-        if step % cfg.log_every == 0 or step == steps or evaluated:
-            last = {k: sum(v) / len(v) for k, v in window.items()} if window else dict(last)
-            last.update(evaluated)
-            _append_log(
-                log_path,
-                {
-                    "step": step,
-                    "kimg": images_seen / 1000,
-                    "elapsed_s": round(elapsed0 + time.perf_counter() - t_start, 3),
-                    "images_per_s": round(window_imgs / max(window_t, 1e-9), 2),
-                    **last,
-                },
-            )
-            window, window_t, window_imgs = {}, 0.0, 0
-        if on_step is not None:
-            on_step(step, steps, logs)
-        if step % every == 0 and step < steps:
-            save_checkpoint(
-                run_dir,
-                model,
-                step=step,
-                images_seen=images_seen,
-                elapsed=elapsed0 + time.perf_counter() - t_start,
-                train_seconds=train_s,
-            )
-        if stop_after is not None and step >= stop_after:
-            return _result(
-                step,
-                images_seen,
-                train_s,
-                elapsed0 + time.perf_counter() - t_start,
-                flops,
-                "interrupted",
-                last,
-            )
+            for k, v in logs.items():
+                window.setdefault(k, []).append(float(v))
+            evaluated = {}
+            if do_eval and (step % eval_every == 0 or step == steps):
+                assert holdout is not None
+                state = rng_state()  # evaluation must not shift the training noise stream
+                evaluated = evaluate(model, holdout, cfg)
+                set_rng_state(state)
+            if step % cfg.log_every == 0 or step == steps or evaluated:
+                last = {k: sum(v) / len(v) for k, v in window.items()} if window else dict(last)
+                last.update(evaluated)
+                if main:
+                    _append_log(
+                        log_path,
+                        {
+                            "step": step,
+                            "kimg": images_seen / 1000,
+                            "elapsed_s": round(elapsed0 + time.perf_counter() - t_start, 3),
+                            "images_per_s": round(window_imgs / max(window_t, 1e-9), 2),
+                            **last,
+                        },
+                    )
+                window, window_t, window_imgs = {}, 0.0, 0
+            if on_step is not None:
+                on_step(step, steps, logs)
+            if step % every == 0 and step < steps and main:
+                save_checkpoint(
+                    run_dir,
+                    model,
+                    step=step,
+                    images_seen=images_seen,
+                    elapsed=elapsed0 + time.perf_counter() - t_start,
+                    train_seconds=train_s,
+                )
+            if stop_after is not None and step >= stop_after:
+                wall = elapsed0 + time.perf_counter() - t_start
+                return _result(step, images_seen, train_s, wall, flops, "interrupted", last)
+    finally:
+        for h in hooks:
+            h.remove()
 
     wall = elapsed0 + time.perf_counter() - t_start
-    save_checkpoint(
-        run_dir, model, step=step, images_seen=images_seen, elapsed=wall, train_seconds=train_s
-    )
+    if main:
+        save_checkpoint(
+            run_dir, model, step=step, images_seen=images_seen, elapsed=wall, train_seconds=train_s
+        )
+    barrier(dist_info)
     if not last and log_path.exists():
         last = _last_logged(log_path)
     return _result(step, images_seen, train_s, wall, flops, stopped_by, last)
