@@ -129,6 +129,7 @@ class Denoiser(Generator):
 
     Config = DenoiserConfig
     conditional = True
+    sampling_keys = frozenset({"k"})  # images per blend: a sweep over it trains once
 
     def __init__(
         self,

@@ -101,6 +101,13 @@ def run(
         bool, typer.Option("--dry-run", help="Print the resolved run configs and exit.")
     ] = False,
     results: Annotated[Path, typer.Option("--results", help="Results folder.")] = Path("results"),
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help="Run a grid: KEY=V1,V2,... (repeat for more axes), e.g. ddpm.timesteps=1000,2000.",
+        ),
+    ] = None,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -116,7 +123,7 @@ def run(
     from genbench import registry
     from genbench.config import find_experiment, load_experiment, run_config_toml
     from genbench.progress import Reporter
-    from genbench.runner import plan, run_experiment, select_shard
+    from genbench.runner import plan, run_grid, select_shard, sweep_points
 
     overrides = list(set_ or [])
     if models:
@@ -128,17 +135,19 @@ def run(
             raise GenbenchError(f"--seeds {seeds!r}: expected comma-separated integers") from None
     shard_ij = parse_shard(shard) if shard else None
     path = find_experiment(experiment)
-    exp = load_experiment(str(path), overrides=overrides, model_names=set(registry.names()))
+    names = set(registry.names())
+    points = sweep_points(list(sweep or [])) or [[]]
+    exps = [load_experiment(str(path), overrides=overrides + p, model_names=names) for p in points]
     if dry_run:
-        planned = plan(exp, experiment_file=str(path))
+        planned = [r for e in exps for r in plan(e, experiment_file=str(path))]
         for r in select_shard(planned, *shard_ij) if shard_ij else planned:
             console.rule(f"{r.run_id}")
             if r.error:
                 console.print(f"[red]cannot run:[/] {_esc(r.error)}")
             console.print(run_config_toml(r.config), markup=False, highlight=False)
         return
-    outcomes = run_experiment(
-        exp,
+    outcomes = run_grid(
+        exps,
         results_dir=results,
         resume=resume,
         force=force,
@@ -147,6 +156,8 @@ def run(
         experiment_file=str(path),
         shard=shard_ij,
     )
+    if not outcomes:
+        console.print("no runs selected (an empty shard?)")
     failed = [o for o in outcomes if o.status == "failed"]
     for o in outcomes:
         mark = {"done": "[green]done[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}[

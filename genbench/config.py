@@ -118,8 +118,20 @@ class MetricsConfig(_Strict):
         None, ge=1, description="training images searched in pixel space (None: all)"
     )
     memorization_quantile: float = Field(0.05, gt=0.0, lt=1.0)
+    snapshot_kimg: list[float] = Field(
+        default_factory=list, description="also score a smaller sample set at these kimg points"
+    )
+    snapshot_n: int = Field(256, ge=2, description="images per snapshot (and reference images)")
+    snapshot_names: list[str] = Field(default_factory=lambda: ["fid", "kid"])
 
-    @field_validator("names")
+    @field_validator("snapshot_kimg")
+    @classmethod
+    def _snapshots(cls, v: list[float]) -> list[float]:
+        if any(k <= 0 for k in v):
+            raise ValueError("snapshot points must be positive kimg values")
+        return sorted(set(v))
+
+    @field_validator("names", "snapshot_names")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         known = ("fid", "kid", "prc", "isc")

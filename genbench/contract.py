@@ -100,6 +100,9 @@ class Generator(ABC):
     Config: ClassVar[type[GeneratorConfig]] = GeneratorConfig
     #: Whether ``labels`` changes what the model does.
     conditional: ClassVar[bool] = False
+    #: Config keys that only change sampling (e.g. a guidance scale, DDIM steps). Runs that
+    #: differ only in these share one training: a sweep over them trains once, re-samples.
+    sampling_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,

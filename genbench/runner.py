@@ -3,6 +3,9 @@ and write the run folder. One failing run never stops the others."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import math
 import os
 import platform
@@ -40,7 +43,7 @@ from genbench.io import read_json, write_json, write_text
 from genbench.locking import try_lock_run
 from genbench.progress import Reporter
 from genbench.sampling import MANIFEST, assemble, generate, plan_labels, write_sample_set
-from genbench.train.loop import train
+from genbench.train.loop import TrainResult, latest_checkpoint, read_log, restore, train
 
 STATUS = "status.json"
 
@@ -109,16 +112,14 @@ def run_experiment(
     device: str | None = None,
     reporter: Reporter | None = None,
     experiment_file: str = "experiment",
-    shard: tuple[int, int] | None = None,
+    only: set[str] | None = None,
+    real_row: bool = True,
 ) -> list[RunOutcome]:
     reporter = reporter or Reporter()
-    if device is not None:
-        experiment = experiment.model_copy(
-            update={"train": experiment.train.model_copy(update={"device": device})}
-        )
+    experiment = with_device(experiment, device)
     runs = plan(experiment, experiment_file=experiment_file)
-    if shard is not None:
-        runs = select_shard(runs, *shard)
+    if only is not None:
+        runs = [r for r in runs if r.run_id in only]
     dev = resolve_device(experiment.train.device)
     dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
     if dist_info.enabled and dev.type == "cuda":
@@ -155,7 +156,7 @@ def run_experiment(
     # error for the whole command, before any run starts training.
     check_specs(todo, bundle)
 
-    if experiment.metrics.enabled and dist_info.is_main and (shard is None or shard[0] == 0):
+    if experiment.metrics.enabled and dist_info.is_main and real_row:
         # The real-data row (training subset vs held-out): the floor every model is scored against.
         from genbench.metrics import score_real_data
 
@@ -197,7 +198,87 @@ def run_experiment(
     return outcomes
 
 
-def select_shard(runs: list[PlannedRun], index: int, count: int) -> list[PlannedRun]:
+def with_device(experiment: ExperimentConfig, device: str | None) -> ExperimentConfig:
+    """--device overrides train.device (and so is part of the run's config and id)."""
+    if device is None:
+        return experiment
+    return experiment.model_copy(
+        update={"train": experiment.train.model_copy(update={"device": device})}
+    )
+
+
+def run_grid(
+    experiments: list[ExperimentConfig],
+    *,
+    shard: tuple[int, int] | None = None,
+    experiment_file: str = "experiment",
+    **kwargs: Any,
+) -> list[RunOutcome]:
+    """Run a sweep: one experiment per grid point, sharded over the whole (point x model x seed) grid."""
+    experiments = (
+        [with_device(e, kwargs.pop("device", None)) for e in experiments]
+        if "device" in kwargs
+        else experiments
+    )
+    planned = [
+        (i, r)
+        for i, exp in enumerate(experiments)
+        for r in plan(exp, experiment_file=experiment_file)
+    ]
+    if shard is not None:
+        planned = select_shard(planned, *shard)
+    outcomes: list[RunOutcome] = []
+    # Shard 0 (or the unsharded job) also computes the real-data row, once per grid point.
+    for i, exp in enumerate(experiments):
+        ids = {r.run_id for j, r in planned if j == i}
+        if ids:
+            outcomes += run_experiment(
+                exp,
+                experiment_file=experiment_file,
+                only=ids,
+                real_row=shard is None or shard[0] == 0,
+                **kwargs,
+            )
+    return outcomes
+
+
+def sweep_points(sweeps: list[str]) -> list[list[str]]:
+    """``["ddpm.timesteps=1000,2000", "ddpm.schedule=linear,cosine"]`` -> the grid's --set lists."""
+    axes = []
+    for item in sweeps:
+        key, sep, values = item.partition("=")
+        parts = _split_top_level(values)
+        if not sep or not key.strip() or not parts:
+            raise ConfigError(
+                f"--sweep {item!r}: expected KEY=V1,V2,..., e.g. ddpm.timesteps=1000,2000"
+            )
+        axes.append([f"{key.strip()}={v}" for v in parts])
+    return [list(point) for point in itertools.product(*axes)]
+
+
+def _split_top_level(text: str) -> list[str]:
+    # Commas inside [...] or quotes belong to one value: --sweep dcgan.x=[1,2],[3,4]
+    out, depth, quote, cur = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return [v for v in out if v]
+
+
+def select_shard(runs: list[Any], index: int, count: int) -> list[Any]:
     """The index-th of count interleaved slices of the (model x seed) grid, for array jobs.
 
     Interleaving spreads slow and fast models over the shards; together the slices
@@ -290,6 +371,100 @@ def environment(device: torch.device, dist_info: DistInfo = SINGLE) -> dict[str,
     return env
 
 
+SNAPSHOTS = "snapshots.jsonl"
+
+
+def train_key(cfg: RunConfig, cls: type[Generator]) -> str:
+    """Digest of everything that shapes training: the run config without its sampling,
+    scoring and the generator's sampling-only keys."""
+    d = cfg.to_dict()
+    for k in ("sample", "metrics"):
+        d.pop(k)
+    d["generator"] = {k: v for k, v in d["generator"].items() if k not in cls.sampling_keys}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def find_trained_twin(run_dir: Path, key: str) -> tuple[Path, dict[str, Any]] | None:
+    """A finished run in the same results folder whose training this run can reuse."""
+    for other in sorted(run_dir.parent.iterdir()):
+        if other == run_dir or not (other / "metrics.json").is_file():
+            continue
+        try:
+            m = read_json(other / "metrics.json")
+        except ValueError:
+            continue
+        same = m.get("train", {}).get("train_key") == key
+        if same and run_status(other).get("status") == "done" and latest_checkpoint(other):
+            return other, m["train"]
+    return None
+
+
+def _copy_training(src: Path, dst: Path) -> None:
+    (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
+    ckpt = latest_checkpoint(src)
+    assert ckpt is not None
+    shutil.copy2(ckpt, dst / "checkpoints" / ckpt.name)
+    if (src / "train_log.jsonl").is_file():
+        shutil.copy2(src / "train_log.jsonl", dst / "train_log.jsonl")
+
+
+def _snapshotter(
+    model: Generator, bundle: DataBundle, cfg: RunConfig, run_dir: Path, device: torch.device
+):
+    """Score a small sample set at a training snapshot (quality vs images seen / FLOPs)."""
+    from genbench.metrics import scoring
+
+    mcfg = cfg.metrics.model_copy(
+        update={
+            "names": cfg.metrics.snapshot_names,
+            "per_class": False,
+            "classifier": False,
+            "memorization": False,
+        }
+    )
+    n = cfg.metrics.snapshot_n
+    seed = cfg.seed + cfg.sample.seed_offset
+
+    def snapshot(step: int, images_seen: int, train_seconds: float) -> None:
+        labels = plan_labels(model, bundle.train, n, seed=seed)
+        by_batch, info, _ = generate(
+            model, n, labels=labels, seed=seed, batch_size=cfg.sample.batch_size
+        )
+        images, _ = assemble(by_batch, info)
+        scored = scoring.score_images(
+            images,
+            bundle=bundle,
+            data_cfg=cfg.data,
+            metrics_cfg=mcfg,
+            n_ref=n,
+            choice=scoring.extractor_for(mcfg),
+            device=device,
+            audit=False,
+            label=f"snapshot {images_seen / 1000:g} kimg",
+        )
+        record = {
+            "step": step,
+            "kimg": images_seen / 1000,
+            "train_seconds": round(train_seconds, 3),
+            "n": n,
+            "scores": scored["scores"],
+            "fingerprint": scored["protocol"].get("fingerprint"),
+        }
+        # A resumed run re-takes snapshots after its checkpoint: keep one record per step.
+        kept = [r for r in read_log(run_dir / SNAPSHOTS) if r.get("step", 0) < step]
+        write_text(run_dir / SNAPSHOTS, "".join(json.dumps(r) + "\n" for r in [*kept, record]))
+
+    return snapshot
+
+
+def _add_snapshot_flops(run_dir: Path, flops_per_step: int) -> None:
+    recs = read_log(run_dir / SNAPSHOTS)
+    for r in recs:
+        r["flops"] = r["step"] * flops_per_step
+    write_text(run_dir / SNAPSHOTS, "".join(json.dumps(r) + "\n" for r in recs))
+
+
 def execute_run(
     r: PlannedRun,
     bundle: DataBundle,
@@ -328,18 +503,43 @@ def execute_run(
     model = cls(spec=bundle.spec, config=model_cfg, device=device, train_data=bundle.train)
     params = model.num_parameters()
 
-    with reporter.phase(f"{cfg.model} s{cfg.seed} train", total=None) as tick:
-        result = train(
-            model,
-            bundle.train,
-            cfg.train,
-            seed=cfg.seed,
-            run_dir=run_dir,
-            holdout=bundle.holdout,
-            resume=resume,
-            on_step=lambda s, total, logs: tick(s, total, logs),
-            dist_info=dist_info,
+    snap_steps, on_snapshot = None, None
+    if cfg.metrics.enabled and cfg.metrics.snapshot_kimg and main:
+        snap_steps = [
+            max(1, round(k * 1000 / cfg.train.batch_size)) for k in cfg.metrics.snapshot_kimg
+        ]
+        on_snapshot = _snapshotter(model, bundle, cfg, run_dir, device)
+    tkey = train_key(cfg, cls)
+    reused = find_trained_twin(run_dir, tkey) if main and not resume else None
+    reused = broadcast_object(dist_info, reused)
+    if reused is not None:
+        # Same training, other sampling settings: re-sample the finished model.
+        twin_dir, twin_train = reused
+        _copy_training(twin_dir, run_dir)
+        restore(model, latest_checkpoint(run_dir))
+        result = TrainResult(
+            **{k: v for k, v in twin_train.items() if k in TrainResult.__dataclass_fields__}
         )
+        reporter.info(
+            f"{cfg.run_id}: training shared with {twin_dir.name} (only sampling settings differ)"
+        )
+    else:
+        with reporter.phase(f"{cfg.model} s{cfg.seed} train", total=None) as tick:
+            result = train(
+                model,
+                bundle.train,
+                cfg.train,
+                seed=cfg.seed,
+                run_dir=run_dir,
+                holdout=bundle.holdout,
+                resume=resume,
+                on_step=lambda s, total, logs: tick(s, total, logs),
+                dist_info=dist_info,
+                snapshot_steps=snap_steps,
+                on_snapshot=on_snapshot,
+            )
+        if snap_steps and result.flops_per_step:
+            _add_snapshot_flops(run_dir, result.flops_per_step)
 
     if main:
         _set_status(run_dir, "running", phase="sample")
@@ -388,7 +588,11 @@ def execute_run(
         "generator_distribution": registry.entry(cfg.model).distribution,
         "parameters": params,
         "parameters_total": sum(params.values()),
-        "train": result.to_dict(),
+        "train": {
+            **result.to_dict(),
+            "train_key": tkey,
+            "reused_from": reused[0].name if reused else None,
+        },
         "sampling": {
             **protocol,
             "n": cfg.sample.n,

@@ -143,3 +143,51 @@ def test_shards_cover_the_grid_once_and_merge_in_one_report(tmp_path):
     assert sorted(df["seed"].tolist()) == [0, 1] and set(df["status"]) == {"done"}
     bad = runner.invoke(app, ["run", "-e", "smoke", "--shard", "2/2", "--results", str(tmp_path)])
     assert bad.exit_code == 2 and "--shard" in bad.output
+
+
+def test_sweep_runs_the_grid_and_shares_training_across_sampling_keys(tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "-e",
+            "smoke",
+            "--sweep",
+            "dcgan.lr=1e-4,2e-4",
+            "--sweep",
+            "dcgan.beta1=0.5,0.9",
+            "--dry-run",
+            "--results",
+            str(tmp_path),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert len({line for line in res.output.split() if line.startswith("smoke-dcgan-s0-")}) == 4
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "-e",
+            "smoke",
+            "--models",
+            "denoiser",
+            "--sweep",
+            "denoiser.k=1,2",
+            "--results",
+            str(tmp_path),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = [
+        json.loads((d / "metrics.json").read_text())
+        for d in tmp_path.iterdir()
+        if (d / "metrics.json").exists()
+    ]
+    assert len(metrics) == 2
+    trained, reused = sorted(metrics, key=lambda m: m["train"]["reused_from"] is not None)
+    assert (
+        trained["train"]["reused_from"] is None
+        and reused["train"]["reused_from"] == trained["run_id"]
+    )
+    assert reused["train"]["train_key"] == trained["train"]["train_key"]
+    assert reused["sampling"]["k"] != trained["sampling"]["k"]

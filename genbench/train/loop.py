@@ -205,6 +205,8 @@ def train(
     resume: bool = False,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     dist_info: DistInfo = SINGLE,
+    snapshot_steps: list[int] | None = None,
+    on_snapshot: Callable[[int, int, float], None] | None = None,
     stop_after: int | None = None,  # for tests: stop as if killed after this many steps
 ) -> TrainResult:
     device = model.device
@@ -331,6 +333,13 @@ def train(
                 window, window_t, window_imgs = {}, 0.0, 0
             if on_step is not None:
                 on_step(step, steps, logs)
+            if on_snapshot is not None and snapshot_steps and step in snapshot_steps:
+                # Snapshots sample in eval mode; training resumes as if nothing happened.
+                state = rng_state()
+                model.eval()
+                on_snapshot(step, images_seen, train_s)
+                model.train()
+                set_rng_state(state)
             if step % every == 0 and step < steps and main:
                 save_checkpoint(
                     run_dir,
