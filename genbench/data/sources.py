@@ -153,14 +153,9 @@ def _load_idx_dataset(
         _download_torchvision(
             tv_name, data_roots(root)[0] if root else data_roots(None)[-1], hint=hint, looked=dirs
         )
-        return _load_idx_dataset(
-            name=name,
-            tv_name=tv_name,
-            extra_dirs=extra_dirs,
-            root=root,
-            class_names=class_names,
-            hint=hint,
-        )
+        paths = [_find_idx(dirs, s) for s in stems]
+        if any(p is None for p in paths):
+            raise DataError(f"{tv_name} was downloaded but its IDX files are not where expected; {hint}")
     xtr, ytr, xte, yte = (read_idx(p) for p in paths)  # type: ignore[arg-type]
     return RawData(
         train=RawSplit(
