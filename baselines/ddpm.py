@@ -1,0 +1,278 @@
+"""Unconditional DDPM (Ho et al. 2020): eps-prediction UNet trained with MSE.
+
+Network, objective and sampler are separate: the UNet, the schedule and the
+sampler loop live in :mod:`genbench.diffusion`; this module holds the
+objective (uniform t, MSE on the noise), the optimiser, EMA and the sampling
+protocol. :class:`baselines.cddpm.CDDPM` subclasses it and overrides only the
+conditioning hooks (``_train_condition``, ``predict_eps``, ``sampling_protocol``).
+
+Defaults are sized for the 2-core CPU reference machine (Fashion-MNIST 32x32):
+a ~0.9M-parameter UNet, T = 1000 for training, and 25-step DDIM for sampling,
+because sampling the fixed set with 1000 ancestral steps would take longer than
+training. ``sampler = "ddpm"`` with ``sample_steps = 1000`` is the paper's sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from genbench.contract import DataSpec, Generator, GeneratorConfig
+from genbench.device import autocast
+from genbench.diffusion import EMA, NoiseSchedule, UNet, check_resolution, lr_factor, run_sampler
+
+
+class DDPMConfig(GeneratorConfig):
+    # noise schedule
+    timesteps: int = Field(1000, ge=1, description="T, diffusion steps in training")
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = Field(1e-4, gt=0, lt=1)
+    beta_end: float = Field(0.02, gt=0, lt=1)
+    # network
+    base_channels: int = Field(32, ge=1)
+    channel_mults: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)
+    num_res_blocks: int = Field(1, ge=1)
+    attn_resolutions: list[int] = Field(
+        default_factory=lambda: [8], description="sides with self-attention (and the middle)"
+    )
+    num_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation: Literal["silu", "gelu"] = "silu"
+    norm_groups: int = Field(8, ge=1)
+    grad_checkpoint: bool = False
+    # optimisation
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; None = off")
+    lr_schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    schedule_kimg: float | None = Field(
+        None, gt=0, description="kimg the cosine/one-cycle schedule spans; set it to train.kimg"
+    )
+    warmup_steps: int = Field(20, ge=0)
+    ema_decay: float = Field(0.995, ge=0, lt=1)
+    ema_start: int = Field(2000, ge=0, description="steps before the EMA starts averaging")
+    # sampling
+    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sample_steps: int | None = Field(25, ge=1, description="None = all T steps")
+    eta: float = Field(0.0, ge=0, description="DDIM noise; 0 = deterministic")
+    ancestral_variance: Literal["beta", "posterior"] = "beta"
+    clip_denoised: bool = True
+    use_ema: bool = Field(True, description="sample from the EMA weights")
+    sample_bf16: bool = Field(
+        True, description="bf16 autocast of the network in sampling (CUDA only)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DDPMConfig:
+        if self.sample_steps is not None and self.sample_steps > self.timesteps:
+            raise ValueError(f"sample_steps={self.sample_steps} exceeds timesteps={self.timesteps}")
+        if self.lr_schedule != "constant" and self.schedule_kimg is None:
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} needs schedule_kimg (set it to train.kimg)"
+            )
+        if self.schedule == "linear" and self.beta_end < self.beta_start:
+            raise ValueError("beta_end must not be below beta_start")
+        return self
+
+
+class DDPM(Generator):
+    """Unconditional denoising diffusion model with DDPM or DDIM sampling."""
+
+    Config = DDPMConfig
+    conditional = False
+
+    def __init__(
+        self, *, spec: DataSpec, config: DDPMConfig, device: torch.device, train_data: Any = None
+    ) -> None:
+        super().__init__(spec=spec, config=config, device=device, train_data=train_data)
+        c = config
+        self.schedule = NoiseSchedule(
+            kind=c.schedule, timesteps=c.timesteps, beta_start=c.beta_start, beta_end=c.beta_end
+        )
+        self.net = UNet(
+            channels=spec.channels,
+            resolution=spec.resolution,
+            base_channels=c.base_channels,
+            channel_mults=c.channel_mults,
+            num_res_blocks=c.num_res_blocks,
+            attn_resolutions=c.attn_resolutions,
+            num_heads=c.num_heads,
+            dropout=c.dropout,
+            activation=c.activation,
+            norm_groups=c.norm_groups,
+            grad_checkpoint=c.grad_checkpoint,
+            **self._condition_dims(),
+        ).to(self.device)
+        if self.device.type == "cuda":
+            self.net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.ema = EMA(self.net, decay=c.ema_decay, start_step=c.ema_start)
+        self.step = 0
+
+    # -- hooks the conditional subclass overrides ----------------------------
+    def _condition_dims(self) -> dict[str, int]:
+        return {}
+
+    def _train_condition(
+        self, labels: torch.Tensor | None, n: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(labels, drop mask) fed to the network in training."""
+        return None, None
+
+    def predict_eps(
+        self, net: nn.Module, x: torch.Tensor, t: int, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The noise estimate the sampler uses at time index ``t``."""
+        return self._forward(net, x, t, None)
+
+    def passes_per_step(self) -> int:
+        return 1
+
+    # -- contract ----------------------------------------------------------
+    @classmethod
+    def check_spec(cls, spec: DataSpec, config: DDPMConfig) -> None:
+        check_resolution(spec.resolution, len(config.channel_mults))
+        side = spec.resolution
+        for level, mult in enumerate(config.channel_mults):
+            width = config.base_channels * mult
+            last = level == len(config.channel_mults) - 1
+            if (side in config.attn_resolutions or last) and width % config.num_heads:
+                raise ValueError(
+                    f"width {width} at {side}x{side} cannot be split into {config.num_heads} attention heads"
+                )
+            side //= 2
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"net": self.opt}
+
+    def extra_state(self) -> dict[str, Any]:
+        # The EMA copy is state, not a network of its own: it is not counted as parameters.
+        return {"ema": self.ema.state_dict(), "step": self.step}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        lr = self._set_lr(len(images))
+        loss = self._loss(self.net, images, labels, generator=None, train=True)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        logs = {"loss": loss.item(), "lr": lr}
+        if self.config.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+            logs["grad_norm"] = norm.item()
+        self.opt.step()
+        self.ema.update(self.net)
+        self.step += 1
+        return logs
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        # Fixed t and noise per call, so held-out losses are comparable across evaluations.
+        g = torch.Generator().manual_seed(0)
+        loss = self._loss(self.sampling_net(), images, labels, generator=g, train=False)
+        return {"heldout_loss": loss.item()}
+
+    def sampling_net(self) -> nn.Module:
+        return self.ema.module if self.config.use_ema else self.net
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        c, s = self.config, self.spec
+        x = torch.randn(n, s.channels, s.resolution, s.resolution, generator=generator)
+        x = x.to(self.device)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        net = self.sampling_net()
+        lab = labels.to(self.device) if labels is not None and self.conditional else None
+        x = run_sampler(
+            lambda xt, t: self.predict_eps(net, xt, t, lab),
+            x,
+            self.schedule,
+            sampler=c.sampler,
+            steps=c.sample_steps,
+            eta=c.eta,
+            variance=c.ancestral_variance,
+            clip=1.0 if c.clip_denoised else None,
+            generator=generator,
+        )
+        return ((x.float().clamp(-1, 1) + 1) / 2).contiguous()
+
+    def sampling_protocol(self) -> dict[str, Any]:
+        c = self.config
+        steps = len(self.schedule.sampling_timesteps(c.sample_steps))
+        out: dict[str, Any] = {
+            "sampler": c.sampler,
+            "nfe": steps * self.passes_per_step(),
+            "steps": steps,
+            "timesteps": c.timesteps,
+            "schedule": c.schedule,
+            "clip_denoised": c.clip_denoised,
+            "ema": c.use_ema,
+        }
+        out.update({"eta": c.eta} if c.sampler == "ddim" else {"variance": c.ancestral_variance})
+        return out
+
+    # -- internals ---------------------------------------------------------
+    def _forward(
+        self,
+        net: nn.Module,
+        x: torch.Tensor,
+        t: int,
+        labels: torch.Tensor | None,
+        drop: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        precision = "auto" if self.config.sample_bf16 else "fp32"
+        with autocast(self.device, precision):
+            return net(x, tt, labels, drop).float()
+
+    def _loss(
+        self,
+        net: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        *,
+        generator: torch.Generator | None,
+        train: bool,
+    ) -> torch.Tensor:
+        """Simple DDPM objective: MSE between the drawn and the predicted noise at uniform t."""
+        n = len(images)
+        if generator is None:
+            t = torch.randint(0, self.schedule.timesteps, (n,), device=self.device)
+            noise = torch.randn_like(images)
+        else:
+            t = torch.randint(0, self.schedule.timesteps, (n,), generator=generator).to(self.device)
+            noise = torch.randn(images.shape, generator=generator).to(self.device)
+        xt = self.schedule.add_noise(images, noise, t)
+        if train:
+            cond, drop = self._train_condition(labels, n)
+        else:
+            cond, drop = (labels if self.conditional else None), None
+        eps = net(xt, t, cond, drop)
+        return F.mse_loss(eps.float(), noise.float())
+
+    def _set_lr(self, batch_size: int) -> float:
+        c = self.config
+        # The framework does not tell a model its budget: schedule_kimg does, in images.
+        total = math.ceil(c.schedule_kimg * 1000 / batch_size) if c.schedule_kimg else None
+        lr = c.lr * lr_factor(
+            self.step, kind=c.lr_schedule, total_steps=total, warmup_steps=c.warmup_steps
+        )
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        return lr

@@ -1,0 +1,287 @@
+"""Speed benchmark of registered generators on this machine (not a test).
+
+For each model: training images/s, the training step's FLOPs (counted with
+``torch.utils.flop_counter.FlopCounterMode``) and the achieved GFLOP/s next to a
+large matmul's GFLOP/s measured in the same run, and sampling images/s with the
+network evaluations per image (NFE) of each sampler. Models whose config has
+``sampler`` and ``sample_steps`` (the diffusion baselines) are timed with the
+full ancestral chain (DDPM, T steps) and with their DDIM setting.
+
+    python -m genbench.bench --models ddpm,cddpm --resolution 32 --channels 1
+
+Data are random images of the requested shape: speed does not depend on content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from genbench import registry
+from genbench.config import ExperimentConfig, resolve_model_config
+from genbench.contract import DataSpec, Generator, GeneratorConfig
+from genbench.data import ImageSet
+from genbench.device import autocast, autocast_dtype, configure_backend, resolve_device
+from genbench.train.loop import measure_flops
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, *, n: int = 2048, repeats: int = 5) -> tuple[float, str]:
+    """GFLOP/s of an n x n matmul in the dtype training computes in (bf16 on CUDA, else fp32)."""
+    dtype = autocast_dtype(device, "auto") or torch.float32
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    (a @ b).sum().item()  # warm-up (and library initialisation)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        c = a @ b
+    _sync(device)
+    secs = time.perf_counter() - t0
+    del c
+    return 2 * n**3 * repeats / secs / 1e9, str(dtype).removeprefix("torch.")
+
+
+def _fake_data(spec: DataSpec, n: int, seed: int) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    r = spec.resolution
+    images = torch.randint(0, 256, (n, spec.channels, r, r), generator=g, dtype=torch.uint8)
+    labels = None
+    if spec.condition == "classes":
+        labels = torch.randint(0, spec.num_classes, (n,), generator=g)
+    elif spec.condition == "attributes":
+        labels = (torch.rand(n, spec.num_attributes, generator=g) < 0.3).float()
+    return ImageSet(images, labels, torch.arange(n), spec.class_names, spec.attribute_names)
+
+
+def _sampler_variants(
+    cls: type[Generator], cfg: GeneratorConfig
+) -> list[tuple[str, dict[str, Any]]]:
+    """(label, config overrides) pairs to time sampling with."""
+    fields = type(cfg).model_fields
+    if "sampler" in fields and "sample_steps" in fields:
+        steps = getattr(cfg, "sample_steps", None) or 50
+        return [
+            ("ddpm (all T)", {"sampler": "ddpm", "sample_steps": None}),
+            (f"ddim ({steps})", {"sampler": "ddim", "sample_steps": steps}),
+        ]
+    return [("default", {})]
+
+
+def bench_model(
+    name: str,
+    *,
+    resolution: int = 32,
+    channels: int = 1,
+    num_classes: int = 10,
+    batch_size: int = 64,
+    train_steps: int = 10,
+    warmup_steps: int = 2,
+    sample_n: int = 16,
+    device: torch.device | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time one registered generator; returns a JSON-serialisable record."""
+    device = device or resolve_device("auto")
+    cls = registry.load(name)
+    exp = ExperimentConfig(models=[name], model={name: overrides} if overrides else {})
+    cfg = resolve_model_config(name, cls.Config, exp)
+    class_names = tuple(str(i) for i in range(num_classes))
+    spec = DataSpec(
+        resolution=resolution,
+        channels=channels,
+        condition="classes" if cls.conditional else "none",
+        class_names=class_names if cls.conditional else (),
+        num_train=max(1024, batch_size),
+    )
+    cls.check_spec(spec, cfg)
+    data = _fake_data(spec, spec.num_train, seed)
+    torch.manual_seed(seed)
+    model = cls(spec=spec, config=cfg, device=device, train_data=data)
+    channels_last = device.type == "cuda"
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = torch.arange(step * batch_size, (step + 1) * batch_size) % len(data)
+        x, y = data.batch(idx, device)
+        return (x.contiguous(memory_format=torch.channels_last) if channels_last else x), y
+
+    x, y = batch(0)
+    flops = measure_flops(model, x, y, keep=data)
+    model.train()
+    for s in range(warmup_steps):
+        with autocast(device, "auto"):
+            model.train_step(*batch(s))
+    _sync(device)
+    secs = 0.0
+    for s in range(train_steps):
+        x, y = batch(warmup_steps + s)
+        t0 = time.perf_counter()
+        with autocast(device, "auto"):
+            model.train_step(x, y)
+        _sync(device)
+        secs += time.perf_counter() - t0
+    train_ips = train_steps * batch_size / secs
+    record: dict[str, Any] = {
+        "model": name,
+        "parameters": sum(model.num_parameters().values()),
+        "batch_size": batch_size,
+        "train_images_per_s": round(train_ips, 2),
+        "train_step_gflop": round(flops / 1e9, 3) if flops else None,
+        "train_gflops_per_s": round(flops * train_steps / secs / 1e9, 2) if flops else None,
+        "sampling": [],
+    }
+
+    state = model.state_dict()
+    labels = (
+        torch.randint(0, num_classes, (sample_n,), generator=torch.Generator().manual_seed(seed))
+        if cls.conditional
+        else None
+    )
+    for label, ov in _sampler_variants(cls, cfg):
+        variant_cfg = cls.Config.model_validate({**cfg.model_dump(), **ov})
+        sampler_model = cls(spec=spec, config=variant_cfg, device=device, train_data=data)
+        sampler_model.load_state_dict(state)
+        sampler_model.eval()
+        with torch.no_grad():
+            sampler_model.sample(2, labels=labels[:2] if labels is not None else None)  # warm-up
+            _sync(device)
+            t0 = time.perf_counter()
+            sampler_model.sample_with_info(
+                sample_n, labels=labels, generator=torch.Generator().manual_seed(seed)
+            )
+            _sync(device)
+            secs = time.perf_counter() - t0
+        proto = sampler_model.sampling_protocol()
+        record["sampling"].append(
+            {
+                "variant": label,
+                "sampler": proto.get("sampler"),
+                "nfe": proto.get("nfe"),
+                "n": sample_n,
+                "seconds": round(secs, 3),
+                "images_per_s": round(sample_n / secs, 3),
+            }
+        )
+    return record
+
+
+def benchmark(
+    models: Sequence[str] = ("ddpm", "cddpm"),
+    *,
+    device: str = "auto",
+    matmul_n: int = 2048,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Benchmark several registered generators and one matmul on this machine.
+
+    ``kwargs`` go to :func:`bench_model` (resolution, channels, batch_size,
+    train_steps, sample_n, ...). Returns ``{"environment", "matmul", "models"}``.
+    """
+    dev = resolve_device(device)
+    configure_backend(dev, deterministic=False)
+    gflops, dtype = matmul_gflops(dev, n=matmul_n)
+    env = {
+        "torch": torch.__version__,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    records = [bench_model(m, device=dev, **kwargs) for m in models]
+    for r in records:
+        if r["train_gflops_per_s"]:
+            r["matmul_fraction"] = round(r["train_gflops_per_s"] / gflops, 4)
+    return {
+        "environment": env,
+        "matmul": {"n": matmul_n, "dtype": dtype, "gflops_per_s": round(gflops, 2)},
+        "models": records,
+    }
+
+
+def print_report(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    env, mm = result["environment"], result["matmul"]
+    console = Console()
+    console.print(
+        f"[bold]genbench bench[/] on {env['device_name']} ({env['device']}, "
+        f"{env['torch_threads']} torch threads, torch {env['torch']}); "
+        f"{mm['n']}x{mm['n']} {mm['dtype']} matmul: [bold]{mm['gflops_per_s']:.1f}[/] GFLOP/s"
+    )
+    train = Table(title="Training")
+    for col in ("model", "params", "batch", "img/s", "GFLOP/step", "GFLOP/s", "of matmul"):
+        train.add_column(col, justify="left" if col == "model" else "right")
+    samp = Table(title="Sampling")
+    for col in ("model", "sampler", "NFE/img", "images", "seconds", "img/s"):
+        samp.add_column(col, justify="left" if col in ("model", "sampler") else "right")
+    for r in result["models"]:
+        frac = r.get("matmul_fraction")
+        train.add_row(
+            r["model"],
+            f"{r['parameters'] / 1e6:.2f}M",
+            str(r["batch_size"]),
+            f"{r['train_images_per_s']:.1f}",
+            f"{r['train_step_gflop']:.2f}" if r["train_step_gflop"] is not None else "n/a",
+            f"{r['train_gflops_per_s']:.1f}" if r["train_gflops_per_s"] is not None else "n/a",
+            f"{frac:.0%}" if frac is not None else "n/a",
+        )
+        for s in r["sampling"]:
+            samp.add_row(
+                r["model"],
+                s["variant"],
+                str(s["nfe"]),
+                str(s["n"]),
+                f"{s['seconds']:.1f}",
+                f"{s['images_per_s']:.2f}",
+            )
+    console.print(train)
+    console.print(samp)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m genbench.bench", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--models", default="ddpm,cddpm", help="comma-separated registered names")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--channels", type=int, default=1, choices=(1, 3))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--train-steps", type=int, default=10, help="timed training steps")
+    p.add_argument("--sample-n", type=int, default=16, help="images per timed sampling run")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    a = p.parse_args(argv)
+    result = benchmark(
+        [m.strip() for m in a.models.split(",") if m.strip()],
+        device=a.device,
+        matmul_n=a.matmul_n,
+        resolution=a.resolution,
+        channels=a.channels,
+        batch_size=a.batch_size,
+        train_steps=a.train_steps,
+        sample_n=a.sample_n,
+    )
+    print_report(result)
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["bench_model", "benchmark", "main", "matmul_gflops", "print_report"]

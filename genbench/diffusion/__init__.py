@@ -1,0 +1,21 @@
+"""Pieces shared by the diffusion baselines: noise schedule, samplers, UNet, EMA, LR schedules."""
+
+from genbench.diffusion.ema import EMA
+from genbench.diffusion.lr import LRSchedule, lr_factor
+from genbench.diffusion.sampler import SamplerName, run_sampler
+from genbench.diffusion.schedule import NoiseSchedule, cosine_betas, linear_betas
+from genbench.diffusion.unet import ConditionEmbedding, UNet, check_resolution
+
+__all__ = [
+    "EMA",
+    "ConditionEmbedding",
+    "LRSchedule",
+    "NoiseSchedule",
+    "SamplerName",
+    "UNet",
+    "check_resolution",
+    "cosine_betas",
+    "linear_betas",
+    "lr_factor",
+    "run_sampler",
+]
