@@ -276,19 +276,49 @@ def sample(
 @app.command()
 @friendly_errors
 def report(
-    results_dir: Annotated[Path, typer.Argument(help="Results folder with run folders.")] = Path(
-        "results"
-    ),
+    results_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Results folder(s) with run folders (default: results); several merge, e.g. shards."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Report folder (default: the first RESULTS_DIR/report)."),
+    ] = None,
+    data: Annotated[
+        bool,
+        typer.Option("--data/--no-data", help="Load the data set for a grid of real images."),
+    ] = True,
+    figures: Annotated[
+        bool,
+        typer.Option("--figures/--no-figures", help="Write plots, image grids and report.html."),
+    ] = True,
 ) -> None:
-    """Summarise every run in RESULTS_DIR into RESULTS_DIR/report/ (summary.csv, summary.md)."""
+    """Summarise the runs into RESULTS_DIR/report/: tables (CSV, JSON, Markdown, LaTeX),
+    plots, image grids and a self-contained report.html."""
     from genbench.report import rich_table, write_report
+    from genbench.report.tables import headline
 
-    df, out_dir = write_report(results_dir)
-    console.print(rich_table(df))
-    failed = df[df["status"] == "failed"] if "status" in df else df.iloc[:0]
-    for _, r in failed.iterrows():
-        console.print(f"[red]failed[/] {r['run_id']}: {_esc(str(r.get('error') or ''))}")
-    console.print(f"wrote {out_dir}/summary.csv and summary.md")
+    rep = write_report(
+        results_dirs or [Path("results")],
+        out,
+        plots=figures,
+        grids=figures,
+        html=figures,
+        data=data,
+    )
+    console.print(rich_table(rep))
+    for g in rep.summary.groups:
+        if line := headline(rep.summary, g):
+            console.print(f"[bold]{_esc(g.title)}[/]: {_esc(line)}")
+    for f in rep.summary.failed:
+        mark = "[red]failed[/]" if f["status"] == "failed" else f"[yellow]{_esc(f['status'])}[/]"
+        console.print(f"{mark} {_esc(f['run_id'])}: {_esc(str(f['error'] or ''))}")
+    for note in rep.notes:
+        console.print(f"[dim]note: {_esc(note)}[/]")
+    shown = "report.html, " if figures else ""
+    console.print(f"wrote {_esc(str(rep.out_dir))}/ ({shown}summary.csv, .json, .md, .tex)")
 
 
 # -- score / doctor (genbench.metrics) ------------------------------------------------------
@@ -381,6 +411,49 @@ def doctor(
             console.print(f"[bold]{k}[/]: {_esc(str(v))}")
     if not info["ok"]:
         raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def bench(
+    models: Annotated[
+        str | None,
+        typer.Option("--models", help="Comma-separated names (default: all registered)."),
+    ] = None,
+    resolution: Annotated[int, typer.Option("--resolution")] = 32,
+    channels: Annotated[int, typer.Option("--channels", min=1, max=3)] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    train_steps: Annotated[
+        int, typer.Option("--train-steps", min=1, help="Timed training steps.")
+    ] = 10,
+    sample_n: Annotated[
+        int, typer.Option("--sample-n", min=1, help="Images per timed sampling run.")
+    ] = 16,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures to this file.")
+    ] = None,
+) -> None:
+    """Measure training and sampling speed per model on this machine, next to a matmul's GFLOP/s."""
+    from genbench import registry
+    from genbench.bench import benchmark, print_report
+    from genbench.io import write_json
+
+    names = _csv(models) or registry.names()
+    for n in names:
+        registry.entry(n)
+    result = benchmark(
+        names,
+        device=device,
+        resolution=resolution,
+        channels=channels,
+        batch_size=batch_size,
+        train_steps=train_steps,
+        sample_n=sample_n,
+    )
+    print_report(result)
+    if json_out:
+        write_json(json_out, result)
 
 
 def main() -> None:

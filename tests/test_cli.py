@@ -191,3 +191,33 @@ def test_sweep_runs_the_grid_and_shares_training_across_sampling_keys(tmp_path):
     )
     assert reused["train"]["train_key"] == trained["train"]["train_key"]
     assert reused["sampling"]["k"] != trained["sampling"]["k"]
+
+
+def test_bench_reports_speed_and_flops(tmp_path):
+    out = tmp_path / "bench.json"
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "--models",
+            "dcgan",
+            "--resolution",
+            "8",
+            "--train-steps",
+            "2",
+            "--sample-n",
+            "4",
+            "--json",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    (m,) = rec["models"]
+    assert (
+        rec["matmul"]["gflops_per_s"] > 0
+        and m["train_images_per_s"] > 0
+        and m["train_step_gflop"] > 0
+    )
+    assert m["sampling"][0]["nfe"] == 1
+    assert runner.invoke(app, ["bench", "--models", "dcgn"]).exit_code == 2
