@@ -140,7 +140,8 @@ def test_shards_cover_the_grid_once_and_merge_in_one_report(tmp_path):
     import pandas as pd
 
     df = pd.read_csv(tmp_path / "report" / "summary.csv")
-    assert sorted(df["seed"].tolist()) == [0, 1] and set(df["status"]) == {"done"}
+    runs = df[df["row"] == "run"]
+    assert sorted(runs["seed"].tolist()) == [0, 1] and set(df["status"]) == {"done"}
     bad = runner.invoke(app, ["run", "-e", "smoke", "--shard", "2/2", "--results", str(tmp_path)])
     assert bad.exit_code == 2 and "--shard" in bad.output
 

@@ -1,0 +1,216 @@
+"""Reading run folders: one :class:`RunRecord` per folder, one flat row per run.
+
+Everything the report shows comes from the folders alone (config.toml,
+status.json, metrics.json, train_log.jsonl, snapshots.jsonl, cfg_sweep.json,
+samples/), so a copy of a results folder reports the same anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from genbench.config import read_toml
+from genbench.errors import GenbenchError
+from genbench.io import read_json
+
+#: Keys of a train_log.jsonl record that are bookkeeping, not losses.
+LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
+
+
+@dataclass
+class RunRecord:
+    """One run folder as read from disk (``path`` is for reading images, never written out)."""
+
+    run_id: str
+    path: Path
+    status: str
+    error: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    experiment: str | None = None
+    model: str | None = None
+    seed: int | None = None
+
+    @property
+    def is_real(self) -> bool:
+        return self.model == "real"
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    @property
+    def fingerprint(self) -> str:
+        proto = self.metrics.get("protocol")
+        return str(proto.get("fingerprint") or "") if isinstance(proto, dict) else ""
+
+    def train_log(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "train_log.jsonl")
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "snapshots.jsonl")
+
+    def cfg_sweep(self) -> list[dict[str, Any]]:
+        p = self.path / "cfg_sweep.json"
+        try:
+            data = read_json(p) if p.is_file() else []
+        except ValueError:
+            return []
+        if isinstance(data, dict):  # tolerate {"records": [...]}
+            data = data.get("records") or data.get("points") or []
+        return [r for r in data if isinstance(r, dict) and "scale" in r]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON lines; a torn or foreign line is skipped (a killed writer leaves one)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _read_dict(path: Path) -> tuple[dict[str, Any], str | None]:
+    if not path.is_file():
+        return {}, None
+    try:
+        data = read_json(path)
+    except (ValueError, OSError) as exc:
+        return {}, f"{path.name} is unreadable: {exc}"
+    return (data, None) if isinstance(data, dict) else ({}, f"{path.name} is not an object")
+
+
+def read_run(rd: Path) -> RunRecord | None:
+    """A run folder (one with config.toml, status.json or metrics.json), else None."""
+    if not any((rd / f).is_file() for f in ("config.toml", "status.json", "metrics.json")):
+        return None
+    status, err_s = _read_dict(rd / "status.json")
+    metrics, err_m = _read_dict(rd / "metrics.json")
+    config: dict[str, Any] = {}
+    err_c = None
+    if (rd / "config.toml").is_file():
+        try:
+            config = read_toml(rd / "config.toml")
+        except GenbenchError as exc:
+            err_c = str(exc).replace(str(rd.parent), "").lstrip("/")  # keep tables path-free
+    rec = RunRecord(
+        run_id=rd.name,
+        path=rd,
+        status=str(status.get("status") or ("done" if metrics else "unknown")),
+        error=status.get("error") or err_s or err_m or err_c,
+        config=config,
+        metrics=metrics,
+    )
+    rec.experiment = metrics.get("experiment", config.get("experiment"))
+    rec.model = metrics.get("model", config.get("model"))
+    seed = metrics.get("seed", config.get("seed"))
+    rec.seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+    if rec.done and not metrics:
+        rec.error = rec.error or "status is done but metrics.json is missing"
+    return rec
+
+
+def load_runs(results_dirs: Sequence[Path] | Path) -> list[RunRecord]:
+    """Every run folder directly under the results folder(s), sorted by run id.
+
+    Several folders (the shards of an array job) merge; a run id found twice
+    keeps the finished copy (or the first one).
+    """
+    dirs = [results_dirs] if isinstance(results_dirs, Path) else list(results_dirs)
+    if not dirs:
+        raise GenbenchError("no results folder given")
+    found: dict[str, RunRecord] = {}
+    for d in dirs:
+        if not d.is_dir():
+            raise GenbenchError(f"results folder {d} does not exist")
+        for rd in sorted(p for p in d.iterdir() if p.is_dir()):
+            rec = read_run(rd)
+            if rec is None:
+                continue
+            old = found.get(rec.run_id)
+            if old is None or (not old.done and rec.done):
+                found[rec.run_id] = rec
+    return [found[k] for k in sorted(found)]
+
+
+# -- flat rows -------------------------------------------------------------------------
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def flatten_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    """{"kid": {"mean", "std"}} -> kid, kid_std; other nested dicts -> key_sub."""
+    out: dict[str, Any] = {}
+    for k, v in scores.items():
+        if isinstance(v, dict):
+            if "mean" in v:
+                out[k] = _num(v.get("mean"))
+                if "std" in v:
+                    out[f"{k}_std"] = _num(v.get("std"))
+            else:
+                for k2, v2 in v.items():
+                    if _num(v2) is not None:
+                        out[f"{k}_{k2}"] = _num(v2)
+        elif v is None or isinstance(v, (int, float)):
+            out[k] = _num(v)
+    return out
+
+
+def run_row(rec: RunRecord) -> dict[str, Any]:
+    """The flat, path-free row of one run."""
+    m = rec.metrics
+    row: dict[str, Any] = {
+        "row": "real" if rec.is_real else "run",
+        "experiment": rec.experiment,
+        "model": rec.model,
+        "seed": rec.seed,
+        "status": rec.status,
+        "run_id": rec.run_id,
+        "error": rec.error,
+        "protocol": rec.fingerprint,
+    }
+    if "parameters_total" in m:
+        row["params_m"] = _num(m["parameters_total"] / 1e6)
+    tr = m.get("train") or {}
+    if tr:
+        seen = _num(tr.get("images_seen"))
+        row["kimg"] = seen / 1000 if seen is not None else None
+        row["train_s"] = _num(tr.get("train_seconds"))
+        row["train_img_s"] = _num(tr.get("images_per_s"))
+        row["train_flops"] = _num(tr.get("flops_total"))
+        if row["train_flops"] and seen:
+            row["gflop_per_img"] = row["train_flops"] / seen / 1e9
+        row["stopped_by"] = tr.get("stopped_by")
+        row["reused_from"] = tr.get("reused_from")
+    sm = m.get("sampling") or {}
+    if sm:
+        row["sampler"] = sm.get("sampler")
+        row["nfe"] = _num(sm.get("nfe"))
+        row["n"] = _num(sm.get("n"))
+        row["sample_img_s"] = _num(sm.get("images_per_s"))
+    env = m.get("environment") or {}
+    row["device"] = env.get("device_name") or env.get("device")
+    if rec.is_real:
+        row["device"] = None  # the floor row measures data, not a device
+    row.update(flatten_scores(m.get("scores") or {}))
+    return row
+
+
+def collect_runs(results_dirs: Sequence[Path] | Path) -> pd.DataFrame:
+    """One row per run folder (the real-data row included), sorted by run id."""
+    return pd.DataFrame([run_row(r) for r in load_runs(results_dirs)])

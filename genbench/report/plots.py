@@ -1,0 +1,557 @@
+"""Report figures (PNG and SVG): metric bars with CIs, quality vs training compute,
+quality vs sampling cost with its Pareto front, training curves, sweep heatmaps
+and classifier-free-guidance scale curves.
+
+Figures are built with matplotlib's object API (no pyplot state, Agg canvas), so
+rendering never needs a display and never touches a global backend.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from genbench.report.collect import LOG_BOOKKEEPING, RunRecord, flatten_scores
+from genbench.report.tables import COLUMN, QUALITY, Group, Summary, model_label, primary_metric
+
+PALETTE = (
+    "#4C72B0",
+    "#DD8452",
+    "#55A868",
+    "#C44E52",
+    "#8172B3",
+    "#937860",
+    "#DA8BC3",
+    "#8C8C8C",
+    "#CCB974",
+    "#64B5CD",
+)
+
+
+@dataclass
+class Figure:
+    """A written figure: files relative to the report folder, and what it shows."""
+
+    name: str
+    title: str
+    png: str
+    svg: str
+    caption: str = ""
+    section: str = "plots"
+
+
+def slug(text: str, *, limit: int = 60) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return s[:limit].strip("-") or "x"
+
+
+def _new_figure(ncols: int = 1, nrows: int = 1, *, w: float = 4.2, h: float = 3.3):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(w * ncols, h * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> tuple[str, str]:
+    import matplotlib
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Fixed ids and no dates: the same data renders to the same files.
+    with matplotlib.rc_context({"svg.hashsalt": "genbench", "svg.fonttype": "path"}):
+        fig.savefig(out_dir / f"{name}.png", dpi=110, metadata={"Software": None})
+        fig.savefig(out_dir / f"{name}.svg", metadata={"Date": None, "Creator": None})
+    return f"plots/{name}.png", f"plots/{name}.svg"
+
+
+def _colors(labels: list[str]) -> dict[str, str]:
+    return {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
+
+
+def _num(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
+class PlotWriter:
+    """Writes every figure the runs support into ``out_dir/plots``; notes what it skipped."""
+
+    def __init__(self, summary: Summary, out_dir: Path) -> None:
+        self.s = summary
+        self.dir = out_dir / "plots"
+        self.figures: list[Figure] = []
+        self.notes: list[str] = []
+        self.by_id = {r.run_id: r for r in summary.records}
+        # One colour per model across every figure.
+        t = summary.table
+        means = t[t["row"] == "mean"] if not t.empty and "row" in t else t
+        self.colors = _colors(sorted({model_label(r) for _, r in means.iterrows()}))
+        self._names: set[str] = set()
+
+    def _emit(self, fig: Any, name: str, title: str, caption: str = "") -> None:
+        base, k = name, 1
+        while name in self._names:  # two labels may share a slug
+            k += 1
+            name = f"{base}-{k}"
+        self._names.add(name)
+        png, svg = _save(fig, self.dir, name)
+        self.figures.append(Figure(name, title, png, svg, caption))
+
+    def _try(self, what: str, fn: Callable[[], None]) -> None:
+        # One odd run folder must not cost the whole report its other figures.
+        try:
+            fn()
+        except Exception as exc:
+            self.notes.append(f"{what}: skipped ({type(exc).__name__}: {exc})")
+
+    def write_all(self) -> list[Figure]:
+        for g in self.s.groups:
+            tag = slug(f"{g.experiment}-{g.fingerprint or 'unscored'}")
+            if g.fingerprint:
+                self._try(f"metric bars {g.title}", lambda g=g, t=tag: self.metric_bars(g, t))
+                self._try(f"training compute {g.title}", lambda g=g, t=tag: self.vs_compute(g, t))
+                self._try(f"sampling cost {g.title}", lambda g=g, t=tag: self.vs_sampling(g, t))
+                self._try(f"sweep {g.title}", lambda g=g, t=tag: self.sweeps(g, t))
+        self._try("training curves", self.loss_curves)
+        self._try("guidance scale", self.cfg_curves)
+        return self.figures
+
+    # -- metric bars -------------------------------------------------------------------
+    def metric_bars(self, g: Group, tag: str) -> None:
+        agg = self.s.rows(g, "mean")
+        if agg.empty:
+            return
+        seeds = self.s.rows(g, "run")
+        real = self.s.rows(g, "real")
+        keys = [
+            k for k in QUALITY if k in agg and pd.to_numeric(agg[k], errors="coerce").notna().any()
+        ]
+        if not keys:
+            return
+        labels = [model_label(r) for _, r in agg.iterrows()]
+        colors = self.colors
+        ncols = min(4 if len(labels) <= 3 else 3, len(keys))
+        nrows = math.ceil(len(keys) / ncols)
+        fig, axes = _new_figure(ncols, nrows, w=min(5.5, max(3.0, 0.55 * len(labels) + 1.8)), h=3.2)
+        for ax in axes.flat[len(keys) :]:
+            ax.set_visible(False)
+        for ax, key in zip(axes.flat, keys, strict=False):
+            col = COLUMN[key]
+            x = np.arange(len(labels))
+            means = [_num(v) for v in agg[key]]
+            cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
+            have = [i for i, m in enumerate(means) if not math.isnan(m)]
+            ax.bar(
+                [x[i] for i in have],
+                [means[i] for i in have],
+                color=[colors[labels[i]] for i in have],
+                alpha=0.8,
+            )
+            spread = [i for i in have if cis[i] > 0]  # NaN (one seed) compares False
+            if spread:
+                ax.errorbar(
+                    [x[i] for i in spread],
+                    [means[i] for i in spread],
+                    yerr=[cis[i] for i in spread],
+                    fmt="none",
+                    ecolor="black",
+                    elinewidth=1,
+                    capsize=4,
+                )
+            ax.set_xlim(-0.6, len(labels) - 0.4)
+            for i in sorted(set(range(len(labels))) - set(have)):
+                ax.text(
+                    i,
+                    0.5,
+                    "n/a",
+                    ha="center",
+                    va="center",
+                    transform=ax.get_xaxis_transform(),
+                    color="gray",
+                )
+            for i, (_, r) in enumerate(agg.iterrows()):
+                pts = seeds[(seeds["model"] == r["model"]) & (seeds["variant"] == r["variant"])]
+                ys = pd.to_numeric(pts.get(key), errors="coerce").dropna()
+                ax.scatter(
+                    np.full(len(ys), i) + np.linspace(-0.15, 0.15, len(ys))
+                    if len(ys) > 1
+                    else [i] * len(ys),
+                    ys,
+                    color="black",
+                    s=12,
+                    zorder=3,
+                )
+            if not real.empty and pd.notna(real.iloc[0].get(key)):
+                ax.axhline(float(real.iloc[0][key]), color="gray", ls="--", lw=1, label="real data")
+                ax.legend(fontsize=7, loc="best")
+            ax.set_xticks(
+                x,
+                labels,
+                rotation=30 if len(labels) > 2 else 0,
+                ha="right" if len(labels) > 2 else "center",
+                fontsize=8,
+            )
+            ax.set_title(f"{col.label} ({'↓' if col.better == 'lower' else '↑'})", fontsize=10)
+        fig.suptitle(f"{g.title}: mean ± 95% CI over seeds (dots: seeds)", fontsize=10)
+        self._emit(
+            fig,
+            f"metrics-{tag}",
+            f"Metrics, {g.title}",
+            "Bars: mean over training seeds; whiskers: 95% Student-t interval (none with one seed); "
+            "dots: individual seeds; dashed: the real-data floor.",
+        )
+
+    # -- quality vs training compute ---------------------------------------------------
+    def vs_compute(self, g: Group, tag: str) -> None:
+        seeds = self.s.rows(g, "run")
+        key = primary_metric(seeds)
+        if key is None or seeds.empty:
+            return
+        use_flops = (
+            "train_flops" in seeds
+            and pd.to_numeric(seeds["train_flops"], errors="coerce").notna().all()
+        )
+        xkey, xlabel = (
+            ("train_flops", "training FLOPs")
+            if use_flops
+            else ("kimg", "training images seen (kimg)")
+        )
+        labels = sorted({model_label(r) for _, r in seeds.iterrows()})
+        colors = self.colors
+        fig, axes = _new_figure(w=5.5, h=4.0)
+        ax = axes[0, 0]
+        curves = 0
+        snap_ns: set[Any] = set()
+        for _, r in seeds.iterrows():
+            lab = model_label(r)
+            rec = self.by_id.get(r["run_id"])
+            snaps = rec.snapshots() if rec else []
+            pts = []
+            for s in snaps:
+                sx = _num(s.get("flops")) if use_flops else _num(s.get("kimg"))
+                sy = _num(flatten_scores(s.get("scores") or {}).get(key))
+                if not (math.isnan(sx) or math.isnan(sy)):
+                    pts.append((sx, sy))
+                    snap_ns.add(s.get("n"))
+            if pts:
+                curves += 1
+                pts.sort()
+                ax.plot(*zip(*pts, strict=True), "-o", ms=3, color=colors[lab], alpha=0.6, lw=1.2)
+            ax.scatter(_num(r.get(xkey)), _num(r.get(key)), color=colors[lab], s=30, zorder=3)
+        for lab in labels:
+            ax.scatter([], [], color=colors[lab], label=lab)
+        ax.legend(fontsize=7)
+        if use_flops:
+            _log_x(ax)
+        ax.set_xlabel(xlabel)
+        col = COLUMN[key]
+        ax.set_ylabel(f"{col.label} ({'lower' if col.better == 'lower' else 'higher'} is better)")
+        ax.set_title(f"{g.title}: quality vs training compute", fontsize=10)
+        cap = "Points: each model and training seed at the end of training."
+        if curves:
+            ns = ", ".join(str(n) for n in sorted(snap_ns, key=str))
+            cap += (
+                f" Lines: snapshots during training scored on {ns} images; FID is biased by N, "
+                "so compare a line's shape, not its level, with the points."
+            )
+        self._emit(fig, f"compute-{tag}", f"Quality vs training compute, {g.title}", cap)
+
+    # -- quality vs sampling cost -------------------------------------------------------
+    def vs_sampling(self, g: Group, tag: str) -> None:
+        agg = self.s.rows(g, "mean")
+        key = primary_metric(agg)
+        if key is None or agg.empty:
+            return
+        col = COLUMN[key]
+        panels = [
+            (k, lab, better)
+            for k, lab, better in (
+                ("nfe", "network evaluations per sample (NFE)", "lower"),
+                ("sample_img_s", "sampling throughput (images/s)", "higher"),
+            )
+            if k in agg and pd.to_numeric(agg[k], errors="coerce").notna().any()
+        ]
+        if not panels:
+            return
+        labels = [model_label(r) for _, r in agg.iterrows()]
+        colors = self.colors
+        fig, axes = _new_figure(len(panels), w=4.8, h=3.8)
+        for ax, (xk, xlabel, xbetter) in zip(axes.flat, panels, strict=True):
+            xs = [_num(v) for v in agg[xk]]
+            ys = [_num(v) for v in agg[key]]
+            cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
+            for x, y, c, lab in zip(xs, ys, cis, labels, strict=True):
+                if math.isnan(x) or math.isnan(y):
+                    continue
+                ax.errorbar(
+                    x, y, yerr=None if math.isnan(c) else c, fmt="o", color=colors[lab], capsize=3
+                )
+                ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            front = pareto_front(xs, ys, x_better=xbetter, y_better=col.better or "lower")
+            if front:
+                fx, fy = zip(*[(xs[i], ys[i]) for i in front], strict=True)
+                ax.scatter(
+                    fx, fy, s=160, facecolors="none", edgecolors="black", label="Pareto front"
+                )
+                if len(front) > 1:
+                    ax.step(fx, fy, where="post", color="gray", ls="--", lw=1)
+            if all(x > 0 for x in xs if not math.isnan(x)):
+                _log_x(ax)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{col.label} ({col.better} is better)")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{g.title}: quality vs sampling cost", fontsize=10)
+        self._emit(
+            fig,
+            f"sampling-{tag}",
+            f"Quality vs sampling cost, {g.title}",
+            "Each point is a model's mean over seeds (whiskers: 95% CI). Dashed: the Pareto "
+            "front, the models no other model beats on both quality and sampling cost.",
+        )
+
+    # -- sweeps -------------------------------------------------------------------------
+    def sweeps(self, g: Group, tag: str) -> None:
+        agg = self.s.rows(g, "mean")
+        key = primary_metric(agg)
+        if key is None or agg.empty:
+            return
+        col = COLUMN[key]
+        for model, grp in agg.groupby("model", sort=True):
+            if len(grp) < 2:
+                continue
+            # The keys that vary among this model's aggregated rows in this group.
+            first_runs = [self._first_run(g, model, v) for v in grp["variant"]]
+            vars_ = [self.s.variants.get(r.run_id, {}) if r else {} for r in first_runs]
+            keys = [
+                k
+                for k in sorted({k for v in vars_ for k in v})
+                if len({v.get(k) for v in vars_}) > 1
+            ]
+            means = [_num(v) for v in grp[key]]
+            if len(keys) == 1:
+                k = keys[0]
+                vals = [v.get(k, "-") for v in vars_]
+                order = sorted(range(len(vals)), key=lambda i: _sort_key(vals[i]))
+                fig, axes = _new_figure(w=5.0, h=3.6)
+                ax = axes[0, 0]
+                cis = [_num(v) for v in grp.get(f"{key}_ci95", pd.Series([math.nan] * len(grp)))]
+                ax.errorbar(
+                    [vals[i] for i in order],
+                    [means[i] for i in order],
+                    yerr=[0 if math.isnan(cis[i]) else cis[i] for i in order],
+                    fmt="o-",
+                    capsize=3,
+                )
+                ax.set_xlabel(k)
+                ax.set_ylabel(f"{col.label} ({col.better} is better)")
+                ax.set_title(f"{model}: {col.label} over {k} ({g.experiment})", fontsize=10)
+            elif len(keys) == 2:
+                kx, ky = keys
+                xs = sorted({v.get(kx, "-") for v in vars_}, key=_sort_key)
+                ys = sorted({v.get(ky, "-") for v in vars_}, key=_sort_key)
+                grid = np.full((len(ys), len(xs)), np.nan)
+                for v, m in zip(vars_, means, strict=True):
+                    grid[ys.index(v.get(ky, "-")), xs.index(v.get(kx, "-"))] = m
+                fig, axes = _new_figure(
+                    w=max(4.5, 1.1 * len(xs) + 2), h=max(3.5, 0.8 * len(ys) + 2)
+                )
+                ax = axes[0, 0]
+                cmap = "viridis_r" if col.better == "lower" else "viridis"
+                im = ax.imshow(grid, cmap=cmap, aspect="auto")
+                for (i, j), val in np.ndenumerate(grid):
+                    if not math.isnan(val):
+                        ax.text(
+                            j,
+                            i,
+                            f"{val:.4g}",
+                            ha="center",
+                            va="center",
+                            fontsize=8,
+                            bbox={"facecolor": "white", "alpha": 0.7, "lw": 0},
+                        )
+                ax.set_xticks(range(len(xs)), xs, fontsize=8)
+                ax.set_yticks(range(len(ys)), ys, fontsize=8)
+                ax.set_xlabel(kx)
+                ax.set_ylabel(ky)
+                fig.colorbar(im, ax=ax, label=f"{col.label} ({col.better} is better)")
+                ax.set_title(f"{model}: {col.label} over the sweep ({g.experiment})", fontsize=10)
+            else:
+                if keys:
+                    self.notes.append(
+                        f"{model} in {g.title}: {len(keys)} settings vary ({', '.join(keys)}); "
+                        "no heatmap beyond two axes, see the table"
+                    )
+                continue
+            self._emit(
+                fig,
+                f"sweep-{tag}-{slug(model)}",
+                f"Sweep of {model}, {g.title}",
+                f"Mean {col.label} over seeds per setting"
+                + (" (whiskers: 95% CI)." if len(keys) == 1 else "; empty cells were not run."),
+            )
+
+    def _first_run(self, g: Group, model: str, variant: str) -> RunRecord | None:
+        seeds = self.s.rows(g, "run")
+        sel = seeds[(seeds["model"] == model) & (seeds["variant"] == variant)]
+        return self.by_id.get(sel.iloc[0]["run_id"]) if not sel.empty else None
+
+    # -- training curves ------------------------------------------------------------------
+    def loss_curves(self) -> None:
+        runs = [r for r in self.s.records if not r.is_real and r.model]
+        by_key: dict[tuple[str, str, str], list[RunRecord]] = {}
+        for r in runs:
+            v = ", ".join(f"{k}={x}" for k, x in self.s.variants.get(r.run_id, {}).items())
+            by_key.setdefault((str(r.experiment), str(r.model), v), []).append(r)
+        for (exp, model, variant), recs in sorted(by_key.items()):
+            logs = {r.run_id: r.train_log() for r in recs}
+            keys = sorted(
+                {
+                    k
+                    for log in logs.values()
+                    for rec in log
+                    for k, v in rec.items()
+                    if k not in LOG_BOOKKEEPING
+                    and isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                }
+            )
+            if not keys:
+                continue
+            ncols = min(3, len(keys))
+            nrows = math.ceil(len(keys) / ncols)
+            fig, axes = _new_figure(ncols, nrows, w=3.8, h=2.8)
+            for ax in axes.flat[len(keys) :]:
+                ax.set_visible(False)
+            recs = sorted(recs, key=lambda r: (r.seed if r.seed is not None else -1, r.run_id))
+            colors = _colors([r.run_id for r in recs])
+            for ax, k in zip(axes.flat, keys, strict=False):
+                for r in recs:
+                    pts = [
+                        (_num(rec.get("kimg", rec.get("step"))), _num(rec[k]))
+                        for rec in logs[r.run_id]
+                        if k in rec
+                    ]
+                    pts = [(x, y) for x, y in pts if not (math.isnan(x) or math.isnan(y))]
+                    if pts:
+                        ax.plot(
+                            *zip(*pts, strict=True),
+                            "-o" if len(pts) < 4 else "-",
+                            ms=3,
+                            lw=1,
+                            color=colors[r.run_id],
+                            label=f"seed {r.seed}" + ("" if r.done else f" ({r.status})"),
+                        )
+                ax.set_title(k, fontsize=9)
+                ax.set_xlabel("kimg", fontsize=8)
+                ax.tick_params(labelsize=7)
+            axes.flat[0].legend(fontsize=7)
+            label = model + (f" [{variant}]" if variant else "")
+            fig.suptitle(f"{exp}: {label} training curves", fontsize=10)
+            self._emit(
+                fig,
+                f"train-{slug(exp)}-{slug(model)}"
+                + (f"-{slug(variant, limit=40)}" if variant else ""),
+                f"Training curves, {exp}: {label}",
+                "Every logged scalar from train_log.jsonl against training images seen, one line per seed.",
+            )
+
+    # -- classifier-free guidance ------------------------------------------------------------
+    def cfg_curves(self) -> None:
+        recs = [(r, r.cfg_sweep()) for r in self.s.records if r.done]
+        recs = [(r, pts) for r, pts in recs if pts]
+        by_model: dict[tuple[str, str], list[tuple[RunRecord, list[dict[str, Any]]]]] = {}
+        for r, pts in recs:
+            by_model.setdefault((str(r.experiment), str(r.model)), []).append((r, pts))
+        for (exp, model), items in sorted(by_model.items()):
+            keys = [k for k in ("fid", "class_consistency", "kid", "fid_class_mean")]
+            present = [
+                k
+                for k in keys
+                if any(
+                    not math.isnan(_num(flatten_scores(p.get("scores") or {}).get(k)))
+                    for _, pts in items
+                    for p in pts
+                )
+            ][:2]
+            if not present:
+                continue
+            fig, axes = _new_figure(len(present), w=4.2, h=3.2)
+            colors = _colors([r.run_id for r, _ in items])
+            for ax, k in zip(axes.flat, present, strict=True):
+                for r, pts in items:
+                    xy = sorted(
+                        (_num(p["scale"]), _num(flatten_scores(p.get("scores") or {}).get(k)))
+                        for p in pts
+                    )
+                    xy = [(x, y) for x, y in xy if not (math.isnan(x) or math.isnan(y))]
+                    if xy:
+                        ax.plot(
+                            *zip(*xy, strict=True),
+                            "o-",
+                            ms=3,
+                            color=colors[r.run_id],
+                            label=f"seed {r.seed}",
+                        )
+                col = COLUMN.get(k)
+                ax.set_xlabel("guidance scale")
+                ax.set_ylabel(f"{col.label if col else k} ({col.better if col else ''} is better)")
+                ax.legend(fontsize=7)
+            fig.suptitle(f"{exp}: {model}, quality vs guidance scale", fontsize=10)
+            self._emit(
+                fig,
+                f"cfg-{slug(exp)}-{slug(model)}",
+                f"Guidance scale, {exp}: {model}",
+                "From cfg_sweep.json: the guidance scale trades class consistency against diversity.",
+            )
+
+
+def _log_x(ax: Any) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+
+
+def _sort_key(v: str) -> tuple[int, float, str]:
+    try:
+        return 0, float(v), v
+    except ValueError:
+        return 1, 0.0, v
+
+
+def pareto_front(
+    xs: list[float], ys: list[float], *, x_better: str = "lower", y_better: str = "lower"
+) -> list[int]:
+    """Indices of the points no other point beats on both axes, sorted by x."""
+    sx = 1 if x_better == "lower" else -1
+    sy = 1 if y_better == "lower" else -1
+    pts = [
+        (sx * x, sy * y, i)
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True))
+        if not (math.isnan(x) or math.isnan(y))
+    ]
+    front = []
+    for x, y, i in pts:
+        dominated = any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for x2, y2, j in pts if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: xs[i])
+
+
+def write_plots(summary: Summary, out_dir: Path) -> tuple[list[Figure], list[str]]:
+    """Every figure the runs support; returns them and notes on what was skipped."""
+    w = PlotWriter(summary, out_dir)
+    figs = w.write_all()
+    return figs, w.notes
