@@ -31,6 +31,7 @@ class CDDPM(DDPM):
 
     Config = CDDPMConfig
     conditional = True
+    sampling_keys = DDPM.sampling_keys | {"guidance_scale"}
     config: CDDPMConfig
 
     @classmethod

@@ -85,6 +85,18 @@ class DDPM(Generator):
 
     Config = DDPMConfig
     conditional = False
+    # Sweeping these re-samples one trained model instead of training again.
+    sampling_keys = frozenset(
+        {
+            "sampler",
+            "sample_steps",
+            "eta",
+            "ancestral_variance",
+            "clip_denoised",
+            "use_ema",
+            "sample_bf16",
+        }
+    )
 
     def __init__(
         self, *, spec: DataSpec, config: DDPMConfig, device: torch.device, train_data: Any = None
