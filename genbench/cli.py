@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -456,7 +457,13 @@ def bench(
         write_json(json_out, result)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    # Schedulers stop jobs with SIGTERM: unwind like Ctrl-C so the run is marked interrupted.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except BrokenPipeError:  # `genbench list | head`
