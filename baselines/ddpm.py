@@ -7,7 +7,7 @@ protocol. :class:`baselines.cddpm.CDDPM` subclasses it and overrides only the
 conditioning hooks (``_train_condition``, ``predict_eps``, ``sampling_protocol``).
 
 Defaults are sized for the 2-core CPU reference machine (Fashion-MNIST 32x32):
-a ~0.9M-parameter UNet, T = 1000 for training, and 25-step DDIM for sampling,
+a 1.1M-parameter UNet, T = 1000 for training, and 25-step DDIM for sampling,
 because sampling the fixed set with 1000 ancestral steps would take longer than
 training. ``sampler = "ddpm"`` with ``sample_steps = 1000`` is the paper's sampler.
 """
@@ -191,7 +191,7 @@ class DDPM(Generator):
         # Fixed t and noise per call, so held-out losses are comparable across evaluations.
         g = torch.Generator().manual_seed(0)
         loss = self._loss(self.sampling_net(), images, labels, generator=g, train=False)
-        return {"heldout_loss": loss.item()}
+        return {"test_loss": loss.item()}
 
     def sampling_net(self) -> nn.Module:
         return self.ema.module if self.config.use_ema else self.net

@@ -149,13 +149,15 @@ def bench_model(
         if cls.conditional
         else None
     )
+    with torch.no_grad():  # warm-up (kernels, allocator) with the model's own sampler
+        model.eval().sample(2, labels=labels[:2] if labels is not None else None)
     for label, ov in _sampler_variants(cls, cfg):
+        # A fresh instance with the variant's config and the trained weights.
         variant_cfg = cls.Config.model_validate({**cfg.model_dump(), **ov})
         sampler_model = cls(spec=spec, config=variant_cfg, device=device, train_data=data)
         sampler_model.load_state_dict(state)
         sampler_model.eval()
         with torch.no_grad():
-            sampler_model.sample(2, labels=labels[:2] if labels is not None else None)  # warm-up
             _sync(device)
             t0 = time.perf_counter()
             sampler_model.sample_with_info(

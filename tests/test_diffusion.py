@@ -181,10 +181,10 @@ def test_loss_falls_on_a_fixed_batch():
     m = DDPM(spec=DataSpec(resolution=8, channels=1), config=DDPMConfig(**TINY), device=CPU)
     # Smooth images (2x2 blocks upsampled) are learnable in a few steps, unlike pixel noise.
     x = nn.functional.interpolate(torch.rand(16, 1, 2, 2) * 2 - 1, size=8, mode="bilinear")
-    before = m.evaluate(x, None)["heldout_loss"]  # fixed t and noise: comparable numbers
+    before = m.evaluate(x, None)["test_loss"]  # fixed t and noise: comparable numbers
     for _ in range(30):
         m.train_step(x, None)
-    after = m.evaluate(x, None)["heldout_loss"]
+    after = m.evaluate(x, None)["test_loss"]
     assert after < 0.6 * before
     assert m.step == 30
 
