@@ -7,18 +7,24 @@ network evaluations per image (NFE) of each sampler. Models whose config has
 ``sampler`` and ``sample_steps`` (the diffusion baselines) are timed with the
 full ancestral chain (DDPM, T steps) and with their DDIM setting.
 
-    python -m genbench.bench --models ddpm,cddpm --resolution 32 --channels 1
+Scoring: genbench's path (load PNGs, Inception features, FID/KID/PR from the
+features) next to a direct ``torch_fidelity.calculate_metrics`` call on the same
+two folders with the same extractor, as images/s and an overhead ratio. With a
+results folder, the wall time of every run by phase (train, sample, score).
+
+    genbench bench --models ddpm,cddpm --resolution 32 --channels 1 --results results
 
 Data are random images of the requested shape: speed does not depend on content.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import tempfile
 import time
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -179,17 +185,116 @@ def bench_model(
     return record
 
 
+def bench_scoring(
+    *, n: int = 32, resolution: int = 32, channels: int = 1, device: torch.device, seed: int = 0
+) -> dict[str, Any]:
+    """Score two folders of ``n`` PNGs with genbench and with torch-fidelity directly.
+
+    Both compute FID, KID and precision/recall with the extractor genbench would
+    use (the offline conversion when the official weights are absent). The two
+    FIDs are reported as well: they must agree.
+    """
+    import torch_fidelity
+
+    from genbench.config import MetricsConfig
+    from genbench.metrics.features import extract_features, get_extractor
+    from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
+    from genbench.metrics.scoring import extractor_for, image_files, load_images
+    from genbench.sampling import save_png
+
+    choice = extractor_for(MetricsConfig())
+    g = torch.Generator().manual_seed(seed)
+    with tempfile.TemporaryDirectory(prefix="genbench-bench-") as tmp:
+        dirs = [Path(tmp) / "a", Path(tmp) / "b"]
+        for d in dirs:
+            d.mkdir()
+            imgs = torch.randint(0, 256, (n, channels, resolution, resolution), generator=g)
+            for i, img in enumerate(imgs.to(torch.uint8)):
+                save_png(img, d / f"{i:06d}.png")
+        get_extractor(choice, device)  # loading the weights is not per-image work
+        t0 = time.perf_counter()
+        feats = [
+            extract_features(load_images(image_files(d)), choice=choice, device=device)
+            for d in dirs
+        ]
+        ours = fidelity_from_features(
+            feats[0],
+            feats[1],
+            names=["fid", "kid", "prc"],
+            feature_layer=choice.feature_layer,
+            logits_layer=None,
+            settings=FidelitySettings(kid_subset_size=n),
+        )
+        ours_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # its loader's worker count is torch-fidelity's choice
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            direct = torch_fidelity.calculate_metrics(
+                input1=str(dirs[0]),
+                input2=str(dirs[1]),
+                fid=True,
+                kid=True,
+                prc=True,
+                kid_subset_size=n,
+                cuda=device.type == "cuda",
+                cache=False,
+                verbose=False,
+                batch_size=32,
+                **choice.fidelity_kwargs(),
+            )
+        direct_s = time.perf_counter() - t0
+    return {
+        "extractor": choice.name,
+        "images": 2 * n,
+        "genbench_seconds": round(ours_s, 3),
+        "genbench_images_per_s": round(2 * n / ours_s, 2),
+        "torch_fidelity_seconds": round(direct_s, 3),
+        "torch_fidelity_images_per_s": round(2 * n / direct_s, 2),
+        "overhead_ratio": round(ours_s / direct_s, 3),
+        "fid_genbench": ours.scores.get("fid"),
+        "fid_torch_fidelity": direct["frechet_inception_distance"],
+    }
+
+
+def phase_times(results_dir: Path) -> list[dict[str, Any]]:
+    """Wall seconds by phase (train, sample, score) of every run folder under ``results_dir``."""
+    import pandas as pd
+
+    from genbench.report.collect import collect_runs
+
+    df = collect_runs(results_dir)
+    rows = []
+    for _, r in df.iterrows():
+        phases = {
+            k: float(r[c]) if pd.notna(r.get(c)) else None
+            for k, c in (("train", "train_wall_s"), ("sample", "sample_s"), ("score", "score_s"))
+        }
+        rows.append(
+            {
+                "run_id": r["run_id"],
+                "model": r["model"],
+                **phases,
+                "total": round(sum(v for v in phases.values() if v is not None), 3),
+            }
+        )
+    return rows
+
+
 def benchmark(
     models: Sequence[str] = ("ddpm", "cddpm"),
     *,
     device: str = "auto",
     matmul_n: int = 2048,
+    score_n: int = 0,
+    results_dir: Path | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Benchmark several registered generators and one matmul on this machine.
 
     ``kwargs`` go to :func:`bench_model` (resolution, channels, batch_size,
-    train_steps, sample_n, ...). Returns ``{"environment", "matmul", "models"}``.
+    train_steps, sample_n, ...). ``score_n`` > 0 adds :func:`bench_scoring` with
+    that many images per side; ``results_dir`` adds :func:`phase_times`. Returns
+    ``{"environment", "matmul", "models"[, "scoring"][, "phases"]}``.
     """
     dev = resolve_device(device)
     configure_backend(dev, deterministic=False)
@@ -205,11 +310,21 @@ def benchmark(
     for r in records:
         if r["train_gflops_per_s"]:
             r["matmul_fraction"] = round(r["train_gflops_per_s"] / gflops, 4)
-    return {
+    out: dict[str, Any] = {
         "environment": env,
         "matmul": {"n": matmul_n, "dtype": dtype, "gflops_per_s": round(gflops, 2)},
         "models": records,
     }
+    if score_n > 0:
+        out["scoring"] = bench_scoring(
+            n=score_n,
+            resolution=kwargs.get("resolution", 32),
+            channels=kwargs.get("channels", 1),
+            device=dev,
+        )
+    if results_dir is not None:
+        out["phases"] = phase_times(results_dir)
+    return out
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -251,39 +366,33 @@ def print_report(result: dict[str, Any]) -> None:
             )
     console.print(train)
     console.print(samp)
+    if sc := result.get("scoring"):
+        console.print(
+            f"Scoring {sc['images']} images ({sc['extractor']}): genbench "
+            f"{sc['genbench_images_per_s']:.1f} img/s, torch-fidelity directly "
+            f"{sc['torch_fidelity_images_per_s']:.1f} img/s, overhead ratio "
+            f"{sc['overhead_ratio']:.2f}; FID {sc['fid_genbench']:.4f} vs "
+            f"{sc['fid_torch_fidelity']:.4f}"
+        )
+    if phases := result.get("phases"):
+        table = Table(title="Wall time by phase (s)")
+        for col in ("run", "train", "sample", "score", "total"):
+            table.add_column(col, justify="left" if col == "run" else "right")
+        for p in phases:
+            table.add_row(
+                p["run_id"],
+                *(f"{p[k]:.0f}" if p[k] is not None else "" for k in ("train", "sample", "score")),
+                f"{p['total']:.0f}",
+            )
+        table.add_row("all runs", "", "", "", f"{sum(p['total'] for p in phases):.0f}")
+        console.print(table)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m genbench.bench", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("--models", default="ddpm,cddpm", help="comma-separated registered names")
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--train-steps", type=int, default=10, help="timed training steps")
-    p.add_argument("--sample-n", type=int, default=16, help="images per timed sampling run")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--matmul-n", type=int, default=2048)
-    p.add_argument("--json", default=None, help="also write the results to this file")
-    a = p.parse_args(argv)
-    result = benchmark(
-        [m.strip() for m in a.models.split(",") if m.strip()],
-        device=a.device,
-        matmul_n=a.matmul_n,
-        resolution=a.resolution,
-        channels=a.channels,
-        batch_size=a.batch_size,
-        train_steps=a.train_steps,
-        sample_n=a.sample_n,
-    )
-    print_report(result)
-    if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-
-
-if __name__ == "__main__":
-    main()
-
-__all__ = ["bench_model", "benchmark", "main", "matmul_gflops", "print_report"]
+__all__ = [
+    "bench_model",
+    "bench_scoring",
+    "benchmark",
+    "matmul_gflops",
+    "phase_times",
+    "print_report",
+]

@@ -227,7 +227,14 @@ def list_(
 @friendly_errors
 def sample(
     run_dir: Annotated[Path, typer.Argument(help="A run folder under results/.")],
-    n: Annotated[int, typer.Option("--n", min=1, help="Images per row group.")] = 64,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "--n",
+            min=1,
+            help="Images: 64 in a plain grid; per class, mix or strip row 8 (the default).",
+        ),
+    ] = None,
     labels: Annotated[
         str | None,
         typer.Option(
@@ -258,9 +265,10 @@ def sample(
     """Render a grid of samples from a trained run (per class, class mixes, attribute strips)."""
     from genbench.grids import render_grid
 
+    rows = per_class or bool(mix) or interpolate is not None
     path = render_grid(
         run_dir,
-        n=n,
+        n=n if n is not None else (8 if rows else 64),
         labels=labels,
         per_class=per_class,
         mix=mix or [],
@@ -430,12 +438,24 @@ def bench(
     sample_n: Annotated[
         int, typer.Option("--sample-n", min=1, help="Images per timed sampling run.")
     ] = 16,
+    score_n: Annotated[
+        int,
+        typer.Option(
+            "--score-n",
+            min=0,
+            help="Images per side for the scoring benchmark against torch-fidelity (0 = skip).",
+        ),
+    ] = 32,
+    results: Annotated[
+        Path | None,
+        typer.Option("--results", help="Also show the wall time by phase of the runs in here."),
+    ] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the figures to this file.")
     ] = None,
 ) -> None:
-    """Measure training and sampling speed per model on this machine, next to a matmul's GFLOP/s."""
+    """Measure training, sampling and scoring speed on this machine, next to a matmul's GFLOP/s."""
     from genbench import registry
     from genbench.bench import benchmark, print_report
     from genbench.io import write_json
@@ -443,6 +463,8 @@ def bench(
     names = _csv(models) or registry.names()
     for n in names:
         registry.entry(n)
+    if results is not None and not results.is_dir():
+        raise GenbenchError(f"results folder {results} does not exist")
     result = benchmark(
         names,
         device=device,
@@ -451,6 +473,8 @@ def bench(
         batch_size=batch_size,
         train_steps=train_steps,
         sample_n=sample_n,
+        score_n=score_n,
+        results_dir=results,
     )
     print_report(result)
     if json_out:

@@ -53,6 +53,14 @@ def from_env(device_type: str) -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local)
 
 
+def shutdown(info: DistInfo, *, wait: bool = True) -> None:
+    """Leave the process group, after every rank got here if ``wait`` (a no-op without one)."""
+    if info.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

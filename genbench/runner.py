@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from genbench.distributed import (
     barrier,
     broadcast_object,
     from_env,
+    shutdown,
 )
 from genbench.errors import ConfigError, GenbenchError
 from genbench.io import read_json, write_json, write_text
@@ -122,80 +124,93 @@ def run_experiment(
         runs = [r for r in runs if r.run_id in only]
     dev = resolve_device(experiment.train.device)
     dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
-    if dist_info.enabled and dev.type == "cuda":
-        dev = torch.device("cuda", dist_info.local_rank)
-    configure_backend(dev, deterministic=experiment.train.deterministic)
-    if not dist_info.is_main:
-        reporter = Reporter()  # one rank speaks
-    results_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if dist_info.enabled and dev.type == "cuda":
+            dev = torch.device("cuda", dist_info.local_rank)
+        configure_backend(dev, deterministic=experiment.train.deterministic)
+        if not dist_info.is_main:
+            reporter = Reporter()  # one rank speaks
+        results_dir.mkdir(parents=True, exist_ok=True)
 
-    todo = []
-    outcomes: list[RunOutcome] = []
-    for r in runs:
-        rd = results_dir / r.run_id
-        if not force and run_status(rd).get("status") == "done":
-            reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
-            outcomes.append(
-                RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
-            )
-        else:
-            todo.append(r)
-    if not todo:
-        return outcomes
-
-    with reporter.phase("loading data", total=None):
-        bundle = load_data(experiment.data)
-    if bundle.split["skipped_files"]:
-        reporter.warn(
-            f"{bundle.split['skipped_files']} unreadable file(s) skipped, e.g. {bundle.split['skipped_examples'][:2]}"
-        )
-    for note in bundle.split.get("notes", []):
-        reporter.warn(note)
-
-    # A model that cannot train on this data (resolution, condition) is a config
-    # error for the whole command, before any run starts training.
-    check_specs(todo, bundle)
-
-    if experiment.metrics.enabled and dist_info.is_main and real_row:
-        # The real-data row (training subset vs held-out): the floor every model is scored against.
-        from genbench.metrics import score_real_data
-
-        try:
-            score_real_data(bundle, experiment, results_dir, reporter, device=dev)
-        except Exception as exc:  # the floor row failing must not stop the models' runs
-            reporter.error(f"real-data row failed: {_one_line(exc)}")
-
-    for r in todo:
-        rd = results_dir / r.run_id
-        # One process per run folder: a second `genbench run` skips it instead of waiting.
-        # Under torchrun rank 0 holds the lock and the other ranks follow its decision.
-        lock = try_lock_run(rd) if dist_info.is_main else None
-        if broadcast_object(dist_info, lock is None if dist_info.is_main else None):
-            msg = "locked by another genbench process; skipped"
-            reporter.warn(f"{r.run_id}: {msg}")
-            outcomes.append(
-                RunOutcome(
-                    r.run_id, r.config.model, r.config.seed, "skipped", error=msg, run_dir=rd
-                )
-            )
-            continue
-        try:
-            if broadcast_object(dist_info, not force and run_status(rd).get("status") == "done"):
-                # Another process finished it while this one was loading data.
+        todo = []
+        outcomes: list[RunOutcome] = []
+        for r in runs:
+            rd = results_dir / r.run_id
+            if not force and run_status(rd).get("status") == "done":
                 reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
                 outcomes.append(
                     RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
                 )
-                continue
-            outcomes.append(
-                _run_one(
-                    r, bundle, rd, device=dev, resume=resume, reporter=reporter, dist_info=dist_info
-                )
+            else:
+                todo.append(r)
+        if not todo:
+            return outcomes
+
+        with reporter.phase("loading data", total=None):
+            bundle = load_data(experiment.data)
+        if bundle.split["skipped_files"]:
+            reporter.warn(
+                f"{bundle.split['skipped_files']} unreadable file(s) skipped, e.g. {bundle.split['skipped_examples'][:2]}"
             )
-        finally:
-            if lock is not None:
-                lock.release()
-    return outcomes
+        for note in bundle.split.get("notes", []):
+            reporter.warn(note)
+
+        # A model that cannot train on this data (resolution, condition) is a config
+        # error for the whole command, before any run starts training.
+        check_specs(todo, bundle)
+
+        if experiment.metrics.enabled and dist_info.is_main and real_row:
+            # The real-data row (training subset vs held-out): the floor every model is scored against.
+            from genbench.metrics import score_real_data
+
+            try:
+                score_real_data(bundle, experiment, results_dir, reporter, device=dev)
+            except Exception as exc:  # the floor row failing must not stop the models' runs
+                reporter.error(f"real-data row failed: {_one_line(exc)}")
+
+        for r in todo:
+            rd = results_dir / r.run_id
+            # One process per run folder: a second `genbench run` skips it instead of waiting.
+            # Under torchrun rank 0 holds the lock and the other ranks follow its decision.
+            lock = try_lock_run(rd) if dist_info.is_main else None
+            if broadcast_object(dist_info, lock is None if dist_info.is_main else None):
+                msg = "locked by another genbench process; skipped"
+                reporter.warn(f"{r.run_id}: {msg}")
+                outcomes.append(
+                    RunOutcome(
+                        r.run_id, r.config.model, r.config.seed, "skipped", error=msg, run_dir=rd
+                    )
+                )
+                continue
+            try:
+                if broadcast_object(
+                    dist_info, not force and run_status(rd).get("status") == "done"
+                ):
+                    # Another process finished it while this one was loading data.
+                    reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
+                    outcomes.append(
+                        RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
+                    )
+                    continue
+                outcomes.append(
+                    _run_one(
+                        r,
+                        bundle,
+                        rd,
+                        device=dev,
+                        resume=resume,
+                        reporter=reporter,
+                        dist_info=dist_info,
+                    )
+                )
+            finally:
+                if lock is not None:
+                    lock.release()
+        return outcomes
+    finally:
+        # Leave the process group (gloo aborts at exit otherwise); wait for the other ranks
+        # only on success, since after an error they may be stuck in another collective.
+        shutdown(dist_info, wait=sys.exc_info()[0] is None)
 
 
 def with_device(experiment: ExperimentConfig, device: str | None) -> ExperimentConfig:
@@ -558,14 +573,24 @@ def execute_run(
         )
     # Per-batch noise streams: the gathered set equals a single process's, image for image.
     gathered = all_gather_objects(dist_info, (by_batch, info_by_batch, secs))
-    if not main:
-        barrier(dist_info)  # wait while rank 0 writes and scores
-        return {}
-    for part_images, part_info, _ in gathered[1:]:
+    for part_images, part_info, _ in gathered:
         by_batch.update(part_images)
         info_by_batch.update(part_info)
     secs = max(part[2] for part in gathered)
     images, info = assemble(by_batch, info_by_batch)
+    sample_features = None
+    if cfg.metrics.enabled and dist_info.enabled:
+        from genbench.metrics import split_features
+
+        # Scoring's main cost, the Inception features, is split across ranks like sampling.
+        label = f"{cfg.model} s{cfg.seed}: features on {dist_info.world} ranks"
+        with reporter.phase(label, total=None):
+            sample_features = split_features(
+                images, cfg.metrics, device=device, dist_info=dist_info
+            )
+    if not main:
+        barrier(dist_info)  # wait while rank 0 writes and scores
+        return {}
     protocol = model.sampling_protocol()
     manifest = {
         "n": cfg.sample.n,
@@ -607,6 +632,7 @@ def execute_run(
         _set_status(run_dir, "running", phase="score")
         from genbench.metrics import score_run
 
+        t_score = time.perf_counter()
         metrics.update(
             score_run(
                 run_dir=run_dir,
@@ -614,8 +640,10 @@ def execute_run(
                 config=cfg,
                 reporter=reporter,
                 sampling=metrics["sampling"],
+                features=sample_features,
             )
         )
+        metrics["scoring"] = {"seconds": round(time.perf_counter() - t_score, 3)}
     write_json(run_dir / "metrics.json", metrics)
     _set_status(run_dir, "done")
     barrier(dist_info)

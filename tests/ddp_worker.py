@@ -10,7 +10,7 @@ from genbench import registry
 from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
 from genbench.device import seed_everything
-from genbench.distributed import from_env
+from genbench.distributed import from_env, shutdown
 from genbench.train.loop import train
 
 
@@ -29,6 +29,7 @@ def main(out: Path) -> None:
         {"state": state, "steps": res.steps, "images_seen": res.images_seen},
         out / f"rank{info.rank}.pt",
     )
+    shutdown(info)
 
 
 if __name__ == "__main__":

@@ -194,7 +194,7 @@ def test_sweep_runs_the_grid_and_shares_training_across_sampling_keys(tmp_path):
     assert reused["sampling"]["k"] != trained["sampling"]["k"]
 
 
-def test_bench_reports_speed_and_flops(tmp_path):
+def test_bench_reports_speed_and_flops(tmp_path, smoke_results):
     out = tmp_path / "bench.json"
     res = runner.invoke(
         app,
@@ -208,6 +208,10 @@ def test_bench_reports_speed_and_flops(tmp_path):
             "2",
             "--sample-n",
             "4",
+            "--score-n",
+            "0",
+            "--results",
+            str(smoke_results),
             "--json",
             str(out),
         ],
@@ -221,4 +225,11 @@ def test_bench_reports_speed_and_flops(tmp_path):
         and m["train_step_gflop"] > 0
     )
     assert m["sampling"][0]["nfe"] == 1
+    assert "scoring" not in rec  # --score-n 0
+    # Smoke runs are unscored: their phases are training and sampling.
+    (phase,) = [p for p in rec["phases"] if p["run_id"].startswith("smoke-dcgan-s0-")]
+    assert phase["train"] > 0 and phase["sample"] > 0 and phase["score"] is None
+    assert phase["total"] == pytest.approx(phase["train"] + phase["sample"], abs=1e-3)
+    gone = runner.invoke(app, ["bench", "--models", "dcgan", "--results", str(tmp_path / "no")])
+    assert gone.exit_code == 2 and "does not exist" in gone.output
     assert runner.invoke(app, ["bench", "--models", "dcgn"]).exit_code == 2

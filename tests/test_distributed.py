@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from genbench.metrics import inception
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,12 +58,19 @@ def test_two_ranks_hold_identical_weights(tmp_path):
 @pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not built in"
 )
-def test_genbench_run_under_torchrun_matches_single_process_layout(tmp_path):
+def test_genbench_run_under_torchrun_matches_single_process_layout(tmp_path, monkeypatch):
     multi, single = tmp_path / "multi", tmp_path / "single"
-    res = torchrun(["-m", "genbench", "run", "-e", "smoke", "--results", str(multi)], ROOT)
+    scored = inception.fidhelper_file() is not None
+    # With the offline Inception, FID too: the ranks split the feature extraction.
+    sets = ["metrics.enabled=true", 'metrics.names=["fid", "kid"]', "metrics.classifier=false"]
+    sets += ["metrics.memorization=false"]
+    extra = [arg for kv in sets for arg in ("--set", kv)] if scored else []
+    monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(inception.ENV_OFFLINE, "1")
+    res = torchrun(["-m", "genbench", "run", "-e", "smoke", "--results", str(multi), *extra], ROOT)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     res1 = subprocess.run(
-        [sys.executable, "-m", "genbench", "run", "-e", "smoke", "--results", str(single)],
+        [sys.executable, "-m", "genbench", "run", "-e", "smoke", "--results", str(single), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -75,3 +84,12 @@ def test_genbench_run_under_torchrun_matches_single_process_layout(tmp_path):
     mm = json.loads((m / "metrics.json").read_text())
     assert mm["train"]["images_seen"] == 256 and mm["environment"]["world_size"] == 2
     assert json.loads((m / "status.json").read_text())["status"] == "done"
+    if scored:
+        ms = json.loads((s / "metrics.json").read_text())
+        # Data-parallel training sums gradients in another order, so the samples (and the
+        # scores) match the single process's closely, not bit for bit; test_metrics checks
+        # that the split features equal one process's exactly.
+        assert mm["scores"]["fid"] > 0
+        assert mm["scores"]["fid"] == pytest.approx(ms["scores"]["fid"], rel=0.02)
+        assert mm["scores"]["kid"]["mean"] == pytest.approx(ms["scores"]["kid"]["mean"], rel=0.05)
+        assert "features on 2 ranks" in res.stdout + res.stderr

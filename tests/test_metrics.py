@@ -299,3 +299,32 @@ def test_score_run_reads_conditional_labels_from_the_manifest(tmp_path, monkeypa
     assert out["scores"]["class_consistency"] > 0.5
     assert out["protocol"]["sampling"] == {"sampler": "s", "nfe": 3}
     assert "memorization" not in out and out["scores"]["isc"] is not None
+
+
+class _Pending(Exception):
+    pass
+
+
+def test_split_features_gathers_every_rank_share_in_image_order(monkeypatch, bundle):
+    from genbench.distributed import DistInfo
+    from genbench.metrics.features import extract_features
+
+    images = bundle.train.images[:7]  # 7 images on 2 ranks: uneven shares
+    monkeypatch.setattr(scoring, "extractor_for", lambda *a, **k: standin_choice())
+    shares: dict[int, object] = {}
+
+    def gather(info, obj):  # a 2-rank all_gather: rank 0 posts its share, rank 1 gets both
+        shares[info.rank] = obj
+        if len(shares) < 2:
+            raise _Pending
+        return [shares[0], shares[1]]
+
+    monkeypatch.setattr(scoring, "all_gather_objects", gather)
+    with pytest.raises(_Pending):
+        scoring.split_features(images, _cfg(), device=CPU, dist_info=DistInfo(rank=0, world=2))
+    got = scoring.split_features(images, _cfg(), device=CPU, dist_info=DistInfo(rank=1, world=2))
+    assert [len(shares[r][0]) for r in (0, 1)] == [4, 3]
+    want = extract_features(images, choice=standin_choice(), device=CPU)
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k])

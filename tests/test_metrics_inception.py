@@ -104,3 +104,13 @@ def test_weights_file_formats_pick_the_right_extractor(tmp_path):
     assert official.name == inception.OFFICIAL_NAME and official.has_classifier
     assert official.fidelity_kwargs()["feature_extractor_weights_path"] == str(full)
     assert official.notes and "differs from the official" in official.notes[0]
+
+
+def test_bench_scoring_agrees_with_a_direct_torch_fidelity_call():
+    from genbench.bench import bench_scoring
+
+    r = bench_scoring(n=5, resolution=16, channels=1, device=torch.device("cpu"))
+    assert r["extractor"] == inception.FIDHELPER_NAME and r["images"] == 10
+    assert r["fid_genbench"] > 0.1  # two different random sets
+    assert r["fid_genbench"] == pytest.approx(r["fid_torch_fidelity"], rel=1e-4)
+    assert r["genbench_images_per_s"] > 0 and r["overhead_ratio"] > 0

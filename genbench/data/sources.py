@@ -155,7 +155,9 @@ def _load_idx_dataset(
         )
         paths = [_find_idx(dirs, s) for s in stems]
         if any(p is None for p in paths):
-            raise DataError(f"{tv_name} was downloaded but its IDX files are not where expected; {hint}")
+            raise DataError(
+                f"{tv_name} was downloaded but its IDX files are not where expected; {hint}"
+            )
     xtr, ytr, xte, yte = (read_idx(p) for p in paths)  # type: ignore[arg-type]
     return RawData(
         train=RawSplit(

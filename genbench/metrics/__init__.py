@@ -43,6 +43,7 @@ from genbench.metrics.scoring import (
     score_images,
     score_real_data,
     score_run,
+    split_features,
 )
 
 register()
@@ -63,6 +64,7 @@ __all__ = [
     "score_images",
     "score_real_data",
     "score_run",
+    "split_features",
 ]
 
 

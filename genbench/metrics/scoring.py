@@ -18,6 +18,7 @@ from genbench.data import DataBundle, ImageSet
 from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
 from genbench.device import resolve_device
+from genbench.distributed import DistInfo, all_gather_objects
 from genbench.errors import GenbenchError
 from genbench.io import read_json, write_json
 from genbench.metrics.audit import memorization_audit
@@ -180,8 +181,9 @@ def score_images(
     in ``scores_unavailable``), ``protocol`` (with its ``fingerprint``),
     ``per_class``, ``class_consistency``, ``memorization`` and ``warnings``.
 
-    ``features`` are the images' features when already known (only ever for
-    real images); ``train_pool_size`` sizes the cached training-feature pool the
+    ``features`` are the images' features when already known (cached real
+    images, or a sample set's features gathered from several ranks; generated
+    features are never cached); ``train_pool_size`` sizes the cached training-feature pool the
     audit takes its first ``memorization_max_train`` images from.
     """
     reporter = reporter or Reporter()
@@ -444,16 +446,21 @@ def score_run(
     config: RunConfig,
     reporter: Reporter | None = None,
     sampling: dict[str, Any] | None = None,
+    features: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Score RUN_DIR/samples/*.png (the fixed sample set) for metrics.json.
 
     ``sampling`` is metrics.json's "sampling" block (sampler, NFE, images/s);
     without it, the sampler recorded in samples/manifest.json is used.
+    ``features`` are the sample set's features computed this run (split across
+    ranks by :func:`split_features`), in file order.
     """
     from genbench.sampling import read_sample_set
 
     files, manifest = read_sample_set(run_dir / "samples")
     images = load_images(files)
+    if features is not None and any(len(v) != len(images) for v in features.values()):
+        raise GenbenchError(f"{run_dir.name}: features do not match the {len(images)} samples")
     if sampling is None:
         sampling = dict(manifest.get("sampler") or {})
     device = resolve_device(config.train.device)
@@ -471,7 +478,29 @@ def score_run(
         out_dir=run_dir,
         label=f"{config.model} s{config.seed}",
         train_pool_size=pool_size(config.metrics, config.sample.n),
+        features=features,
     )
+
+
+def split_features(
+    images: torch.Tensor, metrics_cfg: MetricsConfig, *, device: torch.device, dist_info: DistInfo
+) -> dict[str, torch.Tensor]:
+    """Under torchrun, each rank extracts the features of every world-th image and
+    every rank receives all of them, in image order (the same numbers as one process)."""
+    choice = extractor_for(metrics_cfg)
+    idx = torch.arange(dist_info.rank, len(images), dist_info.world)
+    mine = extract_features(
+        images[idx], choice=choice, device=device, batch_size=metrics_cfg.batch_size
+    )
+    parts = all_gather_objects(dist_info, (idx, mine))
+    out: dict[str, torch.Tensor] = {}
+    for k in choice.layers:
+        dim = next(f[k].shape[1] for _, f in parts if len(f[k]))
+        out[k] = torch.empty(len(images), dim)
+        for i, f in parts:
+            if len(i):
+                out[k][i] = f[k]
+    return out
 
 
 def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> str:
@@ -516,6 +545,7 @@ def score_real_data(
     dev = resolve_device(cfg.train.device) if device is None else torch.device(device)
     rd.mkdir(parents=True, exist_ok=True)
     _status(rd, "running")
+    t0 = time.perf_counter()
     n = cfg.sample.n
     pool = train_pool(bundle.train, pool_size(cfg.metrics, n))
     feats = _pool_features(
@@ -563,6 +593,7 @@ def score_real_data(
             "subset_sha256": sha256_tensor(train.images)[:16],
         },
         **res,
+        "scoring": {"seconds": round(time.perf_counter() - t0, 3)},
     }
     write_json(rd / "metrics.json", metrics)
     _status(rd, "done")

@@ -203,6 +203,10 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
         row["nfe"] = _num(sm.get("nfe"))
         row["n"] = _num(sm.get("n"))
         row["sample_img_s"] = _num(sm.get("images_per_s"))
+        row["sample_s"] = _num(sm.get("seconds"))
+    if tr:
+        row["train_wall_s"] = _num(tr.get("wall_seconds"))  # with evaluation and checkpoints
+    row["score_s"] = _num((m.get("scoring") or {}).get("seconds"))
     env = m.get("environment") or {}
     row["device"] = env.get("device_name") or env.get("device")
     if rec.is_real:
