@@ -355,11 +355,14 @@ def resolve_model_config(
     return config_cls.model_validate(merged)
 
 
-def check_model_tables(experiment: ExperimentConfig) -> None:
-    stray = set(experiment.model) - set(experiment.models)
+def check_model_tables(experiment: ExperimentConfig, *, registered: set[str]) -> None:
+    """A [model.X] table must name a model of the run or a registered generator: a typo is an
+    error, while a table for a model that --models left out is simply unused."""
+    stray = set(experiment.model) - set(experiment.models) - registered
     if stray:
         raise ConfigError(
-            f"[model.{sorted(stray)[0]}] configures a model that is not in models = {experiment.models}"
+            f"[model.{sorted(stray)[0]}] configures a model that is neither in models = "
+            f"{experiment.models} nor a registered generator"
         )
 
 

@@ -74,7 +74,7 @@ class RunOutcome:
 
 def plan(experiment: ExperimentConfig, *, experiment_file: str = "experiment") -> list[PlannedRun]:
     """Resolve every (model, seed) run config; unknown models and bad keys are errors here."""
-    check_model_tables(experiment)
+    check_model_tables(experiment, registered=set(registry.names()))
     planned = []
     for name in experiment.models:
         registry.entry(name)  # unknown names fail loudly, before anything runs

@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 
 from genbench.config import (
+    ExperimentConfig,
     RunConfig,
+    check_model_tables,
     load_experiment,
     parse_value,
     read_run_config,
@@ -89,3 +91,11 @@ def test_bad_experiment_names_are_rejected(tmp_path):
     p = write(tmp_path, 'name = "../evil"\n')
     with pytest.raises(ConfigError, match="path-safe"):
         load_experiment(str(p))
+
+
+def test_model_tables_must_name_a_model_but_may_be_left_out_by_models():
+    exp = ExperimentConfig(models=["dcgan"], model={"ddpm": {"lr": 1e-3}})
+    check_model_tables(exp, registered={"dcgan", "ddpm"})  # `--models dcgan` on a 2-model file
+    typo = ExperimentConfig(models=["dcgan"], model={"dcgn": {"lr": 1e-3}})
+    with pytest.raises(ConfigError, match=r"\[model.dcgn\]"):
+        check_model_tables(typo, registered={"dcgan", "ddpm"})
