@@ -197,7 +197,7 @@ def bench_scoring(
     import torch_fidelity
 
     from genbench.config import MetricsConfig
-    from genbench.metrics.features import extract_features, get_extractor
+    from genbench.metrics.features import extract_features
     from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
     from genbench.metrics.scoring import extractor_for, image_files, load_images
     from genbench.sampling import save_png
@@ -211,7 +211,7 @@ def bench_scoring(
             imgs = torch.randint(0, 256, (n, channels, resolution, resolution), generator=g)
             for i, img in enumerate(imgs.to(torch.uint8)):
                 save_png(img, d / f"{i:06d}.png")
-        get_extractor(choice, device)  # loading the weights is not per-image work
+        # Both timings include building the extractor, as one call of each would.
         t0 = time.perf_counter()
         feats = [
             extract_features(load_images(image_files(d)), choice=choice, device=device)

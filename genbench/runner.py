@@ -125,92 +125,110 @@ def run_experiment(
     dev = resolve_device(experiment.train.device)
     dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
     try:
-        if dist_info.enabled and dev.type == "cuda":
-            dev = torch.device("cuda", dist_info.local_rank)
-        configure_backend(dev, deterministic=experiment.train.deterministic)
-        if not dist_info.is_main:
-            reporter = Reporter()  # one rank speaks
-        results_dir.mkdir(parents=True, exist_ok=True)
-
-        todo = []
-        outcomes: list[RunOutcome] = []
-        for r in runs:
-            rd = results_dir / r.run_id
-            if not force and run_status(rd).get("status") == "done":
-                reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
-                outcomes.append(
-                    RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
-                )
-            else:
-                todo.append(r)
-        if not todo:
-            return outcomes
-
-        with reporter.phase("loading data", total=None):
-            bundle = load_data(experiment.data)
-        if bundle.split["skipped_files"]:
-            reporter.warn(
-                f"{bundle.split['skipped_files']} unreadable file(s) skipped, e.g. {bundle.split['skipped_examples'][:2]}"
-            )
-        for note in bundle.split.get("notes", []):
-            reporter.warn(note)
-
-        # A model that cannot train on this data (resolution, condition) is a config
-        # error for the whole command, before any run starts training.
-        check_specs(todo, bundle)
-
-        if experiment.metrics.enabled and dist_info.is_main and real_row:
-            # The real-data row (training subset vs held-out): the floor every model is scored against.
-            from genbench.metrics import score_real_data
-
-            try:
-                score_real_data(bundle, experiment, results_dir, reporter, device=dev)
-            except Exception as exc:  # the floor row failing must not stop the models' runs
-                reporter.error(f"real-data row failed: {_one_line(exc)}")
-
-        for r in todo:
-            rd = results_dir / r.run_id
-            # One process per run folder: a second `genbench run` skips it instead of waiting.
-            # Under torchrun rank 0 holds the lock and the other ranks follow its decision.
-            lock = try_lock_run(rd) if dist_info.is_main else None
-            if broadcast_object(dist_info, lock is None if dist_info.is_main else None):
-                msg = "locked by another genbench process; skipped"
-                reporter.warn(f"{r.run_id}: {msg}")
-                outcomes.append(
-                    RunOutcome(
-                        r.run_id, r.config.model, r.config.seed, "skipped", error=msg, run_dir=rd
-                    )
-                )
-                continue
-            try:
-                if broadcast_object(
-                    dist_info, not force and run_status(rd).get("status") == "done"
-                ):
-                    # Another process finished it while this one was loading data.
-                    reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
-                    outcomes.append(
-                        RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
-                    )
-                    continue
-                outcomes.append(
-                    _run_one(
-                        r,
-                        bundle,
-                        rd,
-                        device=dev,
-                        resume=resume,
-                        reporter=reporter,
-                        dist_info=dist_info,
-                    )
-                )
-            finally:
-                if lock is not None:
-                    lock.release()
-        return outcomes
+        return _run_planned(
+            runs,
+            experiment,
+            results_dir=results_dir,
+            resume=resume,
+            force=force,
+            device=dev,
+            reporter=reporter,
+            real_row=real_row,
+            dist_info=dist_info,
+        )
     finally:
         # Leave the process group (gloo aborts at exit otherwise); wait for the other ranks
         # only on success, since after an error they may be stuck in another collective.
         shutdown(dist_info, wait=sys.exc_info()[0] is None)
+
+
+def _run_planned(
+    runs: list[PlannedRun],
+    experiment: ExperimentConfig,
+    *,
+    results_dir: Path,
+    resume: bool,
+    force: bool,
+    device: torch.device,
+    reporter: Reporter,
+    real_row: bool,
+    dist_info: DistInfo,
+) -> list[RunOutcome]:
+    dev = device
+    if dist_info.enabled and dev.type == "cuda":
+        dev = torch.device("cuda", dist_info.local_rank)
+    configure_backend(dev, deterministic=experiment.train.deterministic)
+    if not dist_info.is_main:
+        reporter = Reporter()  # one rank speaks
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    todo = []
+    outcomes: list[RunOutcome] = []
+    for r in runs:
+        rd = results_dir / r.run_id
+        if not force and run_status(rd).get("status") == "done":
+            reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
+            outcomes.append(
+                RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
+            )
+        else:
+            todo.append(r)
+    if not todo:
+        return outcomes
+
+    with reporter.phase("loading data", total=None):
+        bundle = load_data(experiment.data)
+    if bundle.split["skipped_files"]:
+        reporter.warn(
+            f"{bundle.split['skipped_files']} unreadable file(s) skipped, e.g. {bundle.split['skipped_examples'][:2]}"
+        )
+    for note in bundle.split.get("notes", []):
+        reporter.warn(note)
+
+    # A model that cannot train on this data (resolution, condition) is a config
+    # error for the whole command, before any run starts training.
+    check_specs(todo, bundle)
+
+    if experiment.metrics.enabled and dist_info.is_main and real_row:
+        # The real-data row (training subset vs held-out): the floor every model is scored against.
+        from genbench.metrics import score_real_data
+
+        try:
+            score_real_data(bundle, experiment, results_dir, reporter, device=dev)
+        except Exception as exc:  # the floor row failing must not stop the models' runs
+            reporter.error(f"real-data row failed: {_one_line(exc)}")
+
+    for r in todo:
+        rd = results_dir / r.run_id
+        # One process per run folder: a second `genbench run` skips it instead of waiting.
+        # Under torchrun rank 0 holds the lock and the other ranks follow its decision.
+        lock = try_lock_run(rd) if dist_info.is_main else None
+        if broadcast_object(dist_info, lock is None if dist_info.is_main else None):
+            msg = "locked by another genbench process; skipped"
+            reporter.warn(f"{r.run_id}: {msg}")
+            outcomes.append(
+                RunOutcome(
+                    r.run_id, r.config.model, r.config.seed, "skipped", error=msg, run_dir=rd
+                )
+            )
+            continue
+        try:
+            if broadcast_object(dist_info, not force and run_status(rd).get("status") == "done"):
+                # Another process finished it while this one was loading data.
+                reporter.info(f"{r.run_id}: already done, skipped (--force re-runs it)")
+                outcomes.append(
+                    RunOutcome(r.run_id, r.config.model, r.config.seed, "skipped", run_dir=rd)
+                )
+                continue
+            outcomes.append(
+                _run_one(
+                    r, bundle, rd, device=dev, resume=resume, reporter=reporter, dist_info=dist_info
+                )
+            )
+        finally:
+            if lock is not None:
+                lock.release()
+    return outcomes
 
 
 def with_device(experiment: ExperimentConfig, device: str | None) -> ExperimentConfig:

@@ -191,6 +191,7 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
         seen = _num(tr.get("images_seen"))
         row["kimg"] = seen / 1000 if seen is not None else None
         row["train_s"] = _num(tr.get("train_seconds"))
+        row["train_wall_s"] = _num(tr.get("wall_seconds"))  # with evaluation and checkpoints
         row["train_img_s"] = _num(tr.get("images_per_s"))
         row["train_flops"] = _num(tr.get("flops_total"))
         if row["train_flops"] and seen:
@@ -204,8 +205,6 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
         row["n"] = _num(sm.get("n"))
         row["sample_img_s"] = _num(sm.get("images_per_s"))
         row["sample_s"] = _num(sm.get("seconds"))
-    if tr:
-        row["train_wall_s"] = _num(tr.get("wall_seconds"))  # with evaluation and checkpoints
     row["score_s"] = _num((m.get("scoring") or {}).get("seconds"))
     env = m.get("environment") or {}
     row["device"] = env.get("device_name") or env.get("device")
