@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+import os
+
+# rich sizes its consoles from COLUMNS when they are made (on import of genbench.cli);
+# pin it so CLI output in tests does not depend on the terminal that started pytest
+os.environ["COLUMNS"] = "80"
+
 import pytest
 import torch
 
-from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
+from genbench.config import (
+    DataConfig,
+    ExperimentConfig,
+    MetricsConfig,
+    SampleConfig,
+    TrainConfig,
+)
 
 
 @pytest.fixture(autouse=True)
