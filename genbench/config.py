@@ -9,8 +9,6 @@ it came from.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from genbench.contract import GeneratorConfig
 from genbench.errors import ConfigError
-from genbench.io import check_safe_name
+from genbench.naming import check_safe_name, digest
 
 SECTIONS = ("data", "train", "sample", "metrics")
 
@@ -196,8 +194,7 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
     def digest(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return digest(self.to_dict(), 10)
 
     @property
     def run_id(self) -> str:

@@ -13,6 +13,7 @@ from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
 from genbench.device import resolve_device
 from genbench.errors import CheckpointError, GenbenchError
+from genbench.naming import slug
 from genbench.sampling import save_grid
 from genbench.train.loop import latest_checkpoint, restore
 
@@ -124,7 +125,7 @@ def render_grid(
                 )
             )
         rows.append(torch.cat(imgs))
-        what, nrow = f"interpolate-{_slug(interpolate)}", nrow or n
+        what, nrow = f"interpolate-{slug(interpolate)}", nrow or n
     elif per_class:
         for c in range(len(names)):
             rows.append(
@@ -141,7 +142,7 @@ def render_grid(
             rows.append(
                 model.sample(n, labels=w.expand(n, -1).contiguous().to(model.device), generator=g)
             )
-        what, nrow = "mix-" + "_".join(_slug(m) for m in mix), nrow or n
+        what, nrow = "mix-" + "_".join(slug(m) for m in mix), nrow or n
     elif labels:
         idx = [_class_index(t, names) for t in split_csv(labels)]
         lab = torch.tensor([idx[i % len(idx)] for i in range(n)], dtype=torch.int64)
@@ -157,7 +158,3 @@ def render_grid(
     nrow = nrow or max(1, int(math.sqrt(len(images))))
     path = out or run_dir / "grids" / f"{what}-seed{seed}.png"
     return save_grid(images, path, nrow=nrow)
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")

@@ -1,27 +1,16 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""File reading and writing: atomic writes (a reader never sees a half-written
+file), JSON, JSON lines and torch files."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-
-SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-
-
-def check_safe_name(name: str, *, what: str) -> str:
-    """Names that become paths: lowercase letters, digits, '_' and '-' only."""
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        raise ValueError(
-            f"{what} {name!r} is not path-safe (use [a-z0-9_-], starting with a letter or digit)"
-        )
-    return name
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
@@ -51,6 +40,33 @@ def write_json(path: Path | str, obj: Any) -> Path:
 
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """JSON-lines records; a torn or foreign line is skipped (a killed writer leaves one)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def write_jsonl(path: Path | str, records: list[dict[str, Any]]) -> Path:
+    return write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def append_jsonl(path: Path | str, record: dict[str, Any]) -> None:
+    # A plain append, not atomic: a killed writer leaves at most a torn last line,
+    # which read_jsonl skips.
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def save_torch(path: Path | str, obj: Any) -> Path:

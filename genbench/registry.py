@@ -14,7 +14,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from genbench.contract import Generator
 from genbench.errors import PluginError
-from genbench.io import SAFE_NAME
+from genbench.naming import SAFE_NAME
 
 GROUP = "genbench.generators"
 

@@ -4,12 +4,13 @@ the class-consistency classifier. Never generated-sample features."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from genbench.naming import digest
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
 
@@ -43,5 +44,4 @@ def sha256_tensor(t: torch.Tensor) -> str:
 
 
 def key_digest(key: dict[str, Any], length: int = 20) -> str:
-    blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+    return digest(key, length)

@@ -10,10 +10,10 @@ describe the generator, not the measurement, so they are not in the fingerprint.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from typing import Any
+
+from genbench.naming import digest
 
 #: Protocol keys that must match for two scores to be compared.
 COMPARABLE_KEYS = (
@@ -35,8 +35,7 @@ COMPARABLE_KEYS = (
 def fingerprint(protocol: dict[str, Any]) -> str:
     """A short hash of the comparable part of a protocol."""
     part = {k: protocol.get(k) for k in COMPARABLE_KEYS}
-    blob = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return digest(part, 12)
 
 
 def protocol_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -7,7 +7,6 @@ samples/), so a copy of a results folder reports the same anywhere.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import pandas as pd
 
 from genbench.config import read_toml
 from genbench.errors import GenbenchError
-from genbench.io import read_json
+from genbench.io import read_json, read_jsonl
 
 #: Keys of a train_log.jsonl record that are bookkeeping, not losses.
 LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
@@ -66,21 +65,6 @@ class RunRecord:
         if isinstance(data, dict):  # tolerate {"records": [...]}
             data = data.get("records") or data.get("points") or []
         return [r for r in data if isinstance(r, dict) and "scale" in r]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """JSON lines; a torn or foreign line is skipped (a killed writer leaves one)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
 
 
 def _read_dict(path: Path) -> tuple[dict[str, Any], str | None]:

@@ -9,7 +9,6 @@ rendering never needs a display and never touches a global backend.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genbench.naming import slug
 from genbench.report.collect import LOG_BOOKKEEPING, RunRecord, flatten_scores
 from genbench.report.tables import COLUMN, QUALITY, Group, Summary, model_label, primary_metric
 
@@ -45,11 +45,6 @@ class Figure:
     svg: str
     caption: str = ""
     section: str = "plots"
-
-
-def slug(text: str, *, limit: int = 60) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    return s[:limit].strip("-") or "x"
 
 
 def _new_figure(ncols: int = 1, nrows: int = 1, *, w: float = 4.2, h: float = 3.3):
