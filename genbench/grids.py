@@ -15,7 +15,7 @@ from genbench.device import resolve_device
 from genbench.errors import CheckpointError, GenbenchError
 from genbench.naming import slug
 from genbench.sampling import save_grid
-from genbench.train.loop import latest_checkpoint, restore
+from genbench.train.checkpoints import latest_checkpoint, restore
 
 
 def load_trained_run(run_dir: Path, *, device: str = "auto") -> tuple[Generator, DataBundle]:

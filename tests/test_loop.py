@@ -6,7 +6,9 @@ from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
 from genbench.device import seed_everything
 from genbench.errors import TrainingDiverged
-from genbench.train.loop import BatchOrder, checkpoint_paths, read_log, train
+from genbench.io import read_jsonl
+from genbench.train.checkpoints import checkpoint_paths
+from genbench.train.loop import BatchOrder, train
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_budget_in_kimg_and_logs(digits, tmp_path):
     assert (
         res.steps == 10 and res.images_seen == 160 and res.flops_per_step and res.flops_per_step > 0
     )
-    log = read_log(tmp_path / "train_log.jsonl")
+    log = read_jsonl(tmp_path / "train_log.jsonl")
     assert [r["step"] for r in log] == [3, 6, 9, 10] and "loss_d" in log[-1]
 
 
@@ -59,17 +61,23 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits, tmp_path)
     full = make(digits)
     train(full, digits.train, cfg, seed=0, run_dir=tmp_path / "a", holdout=digits.holdout)
 
-    part = make(digits)
-    r = train(
-        part,
-        digits.train,
-        cfg,
-        seed=0,
-        run_dir=tmp_path / "b",
-        holdout=digits.holdout,
-        stop_after=6,
-    )
-    assert r.stopped_by == "interrupted"
+    class Killed(Exception):
+        pass
+
+    def kill_after_6(step, total, logs):
+        if step >= 6:
+            raise Killed  # as if the process died here: no final checkpoint
+
+    with pytest.raises(Killed):
+        train(
+            make(digits),
+            digits.train,
+            cfg,
+            seed=0,
+            run_dir=tmp_path / "b",
+            holdout=digits.holdout,
+            on_step=kill_after_6,
+        )
     assert [p.name for p in checkpoint_paths(tmp_path / "b")][-1] == "step-000000004.pt"
     torch.manual_seed(1234)  # a fresh process would have a different RNG state
     resumed = make(digits, seed=99)
@@ -85,7 +93,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits, tmp_path)
     assert res.steps == 12
     wa, wb = weights(full), weights(resumed)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    steps = [r["step"] for r in read_log(tmp_path / "b" / "train_log.jsonl")]
+    steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "train_log.jsonl")]
     assert steps == sorted(set(steps))  # nothing logged twice after the resume
 
 

@@ -29,6 +29,7 @@ from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import fingerprint
 from genbench.progress import Reporter
+from genbench.rundir import set_status
 
 #: Seed of the random subsets of real images (reference set, training subsets); recorded.
 SUBSET_SEED = 0
@@ -544,7 +545,7 @@ def score_real_data(
         pass  # unreadable status: score again
     dev = resolve_device(cfg.train.device) if device is None else torch.device(device)
     rd.mkdir(parents=True, exist_ok=True)
-    _status(rd, "running")
+    set_status(rd, "running")
     t0 = time.perf_counter()
     n = cfg.sample.n
     pool = train_pool(bundle.train, pool_size(cfg.metrics, n))
@@ -596,12 +597,8 @@ def score_real_data(
         "scoring": {"seconds": round(time.perf_counter() - t0, 3)},
     }
     write_json(rd / "metrics.json", metrics)
-    _status(rd, "done")
+    set_status(rd, "done")
     return rd
-
-
-def _status(run_dir: Path, status: str) -> None:
-    write_json(run_dir / STATUS, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def score_folder(

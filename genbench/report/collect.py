@@ -19,9 +19,6 @@ from genbench.config import read_toml
 from genbench.errors import GenbenchError
 from genbench.io import read_json, read_jsonl
 
-#: Keys of a train_log.jsonl record that are bookkeeping, not losses.
-LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
-
 
 @dataclass
 class RunRecord:

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from genbench.naming import slug
-from genbench.report.collect import LOG_BOOKKEEPING, RunRecord, flatten_scores
+from genbench.report.collect import RunRecord, flatten_scores
 from genbench.report.tables import COLUMN, QUALITY, Group, Summary, model_label, primary_metric
+from genbench.rundir import LOG_BOOKKEEPING
 
 PALETTE = (
     "#4C72B0",

@@ -1,16 +1,18 @@
 """The training loop every generator goes through.
 
 It never names a model: data order, budget (kimg), wall-clock limit, seeds,
-checkpoints, logs, FLOP counting and divergence checks are the same for all.
+FLOP counting and divergence checks are the same for all. The step body is
+``_step``; what happens between steps (evaluation, logs, progress, snapshots,
+checkpoints) are duties in :mod:`genbench.train.duties`; checkpoint files are
+:mod:`genbench.train.checkpoints`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,10 @@ from genbench.distributed import (
     barrier,
     broadcast_state,
 )
-from genbench.errors import CheckpointError, ConfigError, TrainingDiverged
-from genbench.io import load_torch, save_torch, write_text
-
-CKPT_FORMAT = 1
-KEEP_CHECKPOINTS = 2
+from genbench.errors import ConfigError, TrainingDiverged
+from genbench.rundir import TRAIN_LOG, last_logged, truncate_log
+from genbench.train.checkpoints import latest_checkpoint, restore, save_checkpoint
+from genbench.train.duties import Checkpoint, Duty, Evaluate, Log, LoopState, Progress, Snapshot
 
 
 @dataclass
@@ -94,25 +95,6 @@ def eval_interval(cfg: TrainConfig, n_train: int) -> int:
     return max(1, round(kimg * 1000 / cfg.batch_size))
 
 
-@torch.no_grad()
-def evaluate(model: Generator, holdout: ImageSet, cfg: TrainConfig) -> dict[str, float]:
-    """Batch-weighted means of ``model.evaluate`` over a fixed held-out subset."""
-    n = min(cfg.eval_images, len(holdout))
-    sums: dict[str, float] = {}
-    model.eval()
-    try:
-        for start in range(0, n, cfg.batch_size):
-            idx = torch.arange(start, min(start + cfg.batch_size, n))
-            x, y = holdout.batch(idx, model.device)
-            with autocast(model.device, cfg.precision):
-                logs = model.evaluate(x, y)
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-    finally:
-        model.train()
-    return {k: v / n for k, v in sums.items()} if n else {}
-
-
 def measure_flops(
     model: Generator, images: torch.Tensor, labels: torch.Tensor | None, *, keep: Any
 ) -> int | None:
@@ -131,68 +113,6 @@ def measure_flops(
         set_rng_state(state)
 
 
-# -- checkpoints ----------------------------------------------------------------
-def checkpoint_paths(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("step-*.pt"))
-
-
-def save_checkpoint(
-    run_dir: Path,
-    model: Generator,
-    *,
-    step: int,
-    images_seen: int,
-    elapsed: float,
-    train_seconds: float,
-) -> Path:
-    path = run_dir / "checkpoints" / f"step-{step:09d}.pt"
-    save_torch(
-        path,
-        {
-            "format": CKPT_FORMAT,
-            "model": model.state_dict(),
-            "step": step,
-            "images_seen": images_seen,
-            "elapsed": elapsed,
-            "train_seconds": train_seconds,
-            "rng": rng_state(),
-        },
-    )
-    for old in checkpoint_paths(run_dir)[:-KEEP_CHECKPOINTS]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        state = load_torch(path)
-    except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {path} cannot be loaded: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        raise CheckpointError(
-            f"checkpoint {path} is not a genbench checkpoint of format {CKPT_FORMAT}"
-        )
-    return state
-
-
-def restore(model: Generator, path: Path) -> dict[str, Any]:
-    state = load_checkpoint(path)
-    try:
-        model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit this model: {str(exc).splitlines()[0]}"
-        ) from None
-    return state
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    paths = checkpoint_paths(run_dir)
-    return paths[-1] if paths else None
-
-
 # -- the loop -------------------------------------------------------------------
 def train(
     model: Generator,
@@ -207,219 +127,250 @@ def train(
     dist_info: DistInfo = SINGLE,
     snapshot_steps: list[int] | None = None,
     on_snapshot: Callable[[int, int, float], None] | None = None,
-    stop_after: int | None = None,  # for tests: stop as if killed after this many steps
+    duties: Sequence[Duty] = (),
 ) -> TrainResult:
-    device = model.device
-    steps = total_steps(cfg)
-    every = checkpoint_interval(cfg)
-    eval_every = eval_interval(cfg, len(data))
-    do_eval = holdout is not None and len(holdout) > 0 and cfg.eval_images > 0
-    order = BatchOrder(len(data), cfg.batch_size, seed)
-    main = dist_info.is_main
+    """Train ``model`` on ``data`` for ``cfg``'s budget, writing checkpoints and the
+    training log under ``run_dir``; ``resume`` continues from its last checkpoint.
+
+    ``on_step`` is called after every step, ``on_snapshot`` at ``snapshot_steps``;
+    ``duties`` (see :mod:`genbench.train.duties`) run after the built-in ones.
+    """
+    device, main = model.device, dist_info.is_main
+    _check_data_parallel(model, cfg, dist_info)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "train_log.jsonl"
-    channels_last = device.type == "cuda" and cfg.channels_last
-    if channels_last:
-        for m in model.modules().values():
-            m.to(memory_format=torch.channels_last)
-    if dist_info.enabled and cfg.batch_size % dist_info.world:
-        raise ConfigError(
-            f"train.batch_size={cfg.batch_size} must divide evenly over {dist_info.world} processes "
-            "(the global batch stays the same whatever the process count)"
-        )
-
-    step, images_seen, elapsed0, train_s = 0, 0, 0.0, 0.0
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = restore(model, ckpt)
-        step, images_seen = state["step"], state["images_seen"]
-        elapsed0, train_s = state["elapsed"], state["train_seconds"]
-        set_rng_state(state["rng"])
-        if main:
-            _truncate_log(log_path, step)
-    elif main:
-        log_path.unlink(missing_ok=True)
-
-    def local(idx: torch.Tensor) -> torch.Tensor:
-        # Each rank takes its share of the global batch.
-        return idx[dist_info.rank :: dist_info.world]
-
-    hooks = []
-    if dist_info.enabled:
-        if not model.optimizers():
-            raise ConfigError(
-                f"{type(model).__name__} declares no optimizers(); it cannot train data-parallel"
-            )
-        broadcast_state(dist_info, model.modules())
-        hooks = average_gradients(dist_info, model.optimizers())
-        # Different noise on every rank (same noise would waste the extra batch), reproducibly.
-        torch.manual_seed((seed * 1_000 + dist_info.rank) * 1_000_003 + step)
-
-    flops = None
-    if step < steps:
-        x, y = data.batch(local(order.indices(step)), device)
-        flops = measure_flops(model, _fmt(x, channels_last), y, keep=data)
-        if flops is not None:
-            flops *= dist_info.world  # FLOPs of one global step
-
+    channels_last = _use_channels_last(model, cfg)
+    state = _start(model, cfg, run_dir, resume=resume, main=main)
+    order = BatchOrder(len(data), cfg.batch_size, seed)
+    hooks = _join_ranks(model, dist_info, seed=seed, step=state.step)
+    flops = _global_step_flops(model, data, order, state, dist_info, channels_last)
     if cfg.compile and device.type == "cuda":
         for m in model.modules().values():
-            m.compile()  # in place: the model keeps calling its own attribute
+            m.compile()  # in place, after counting FLOPs: the model calls its own attribute
+
+    every_step = [
+        *_standard_duties(
+            model,
+            cfg,
+            run_dir,
+            n_train=len(data),
+            holdout=holdout,
+            on_step=on_step,
+            snapshot_steps=snapshot_steps,
+            on_snapshot=on_snapshot,
+            main=main,
+        ),
+        *duties,
+    ]
+
     model.train()
-    t_start = time.perf_counter()
-    window: dict[str, list[float]] = {}
-    window_t, window_imgs = 0.0, 0
-    stopped_by, last = "budget", {}
+    state.started = time.perf_counter()
+    stopped_by = "budget"
     try:
-        while step < steps:
-            out_of_time = (
-                cfg.max_minutes is not None
-                and elapsed0 + time.perf_counter() - t_start >= cfg.max_minutes * 60
-            )
-            if dist_info.enabled and cfg.max_minutes is not None:
-                (out_of_time,) = any_flag(
-                    dist_info, out_of_time
-                )  # every rank stops at the same step
-            if out_of_time:
+        while state.step < state.total:
+            if _out_of_time(cfg, state, dist_info):
                 stopped_by = "wall-clock"
                 break
-            x, y = data.batch(local(order.indices(step)), device)
-            x = _fmt(x, channels_last)
-            t0 = time.perf_counter()
-            with autocast(device, cfg.precision):
-                logs = model.train_step(x, y)
-            if device.type == "cuda" and (step + 1) % cfg.log_every == 0:
-                torch.cuda.synchronize(device)
-            dt = time.perf_counter() - t0
-            train_s += dt
-            window_t += dt
-            step += 1
-            images_seen += cfg.batch_size
-            window_imgs += cfg.batch_size
-            if dist_info.enabled:
-                broadcast_state(dist_info, model.modules(), buffers_only=True)
-            bad = {k: float(v) for k, v in logs.items() if not math.isfinite(float(v))}
-            if dist_info.enabled:
-                (any_bad,) = any_flag(dist_info, bool(bad))
-                bad = bad or ({"loss": float("nan")} if any_bad else {})
-            if bad:
-                k, v = next(iter(bad.items()))
-                raise TrainingDiverged(
-                    f"loss '{k}' became {v} at step {step} ({images_seen / 1000:.2f} kimg); the run is stopped"
-                )
-            for k, v in logs.items():
-                window.setdefault(k, []).append(float(v))
-            evaluated = {}
-            if do_eval and (step % eval_every == 0 or step == steps):
-                assert holdout is not None
-                state = rng_state()  # evaluation must not shift the training noise stream
-                evaluated = evaluate(model, holdout, cfg)
-                set_rng_state(state)
-            if step % cfg.log_every == 0 or step == steps or evaluated:
-                last = {k: sum(v) / len(v) for k, v in window.items()} if window else dict(last)
-                last.update(evaluated)
-                if main:
-                    _append_log(
-                        log_path,
-                        {
-                            "step": step,
-                            "kimg": images_seen / 1000,
-                            "elapsed_s": round(elapsed0 + time.perf_counter() - t_start, 3),
-                            "images_per_s": round(window_imgs / max(window_t, 1e-9), 2),
-                            **last,
-                        },
-                    )
-                window, window_t, window_imgs = {}, 0.0, 0
-            if on_step is not None:
-                on_step(step, steps, logs)
-            if on_snapshot is not None and snapshot_steps and step in snapshot_steps:
-                # Snapshots sample in eval mode; training resumes as if nothing happened.
-                state = rng_state()
-                model.eval()
-                on_snapshot(step, images_seen, train_s)
-                model.train()
-                set_rng_state(state)
-            if step % every == 0 and step < steps and main:
-                save_checkpoint(
-                    run_dir,
-                    model,
-                    step=step,
-                    images_seen=images_seen,
-                    elapsed=elapsed0 + time.perf_counter() - t_start,
-                    train_seconds=train_s,
-                )
-            if stop_after is not None and step >= stop_after:
-                wall = elapsed0 + time.perf_counter() - t_start
-                return _result(step, images_seen, train_s, wall, flops, "interrupted", last)
+            _step(model, data, order, cfg, state, dist_info=dist_info, channels_last=channels_last)
+            for duty in every_step:
+                duty.after_step(state)
     finally:
         for h in hooks:
             h.remove()
 
-    wall = elapsed0 + time.perf_counter() - t_start
-    if main:
-        save_checkpoint(
-            run_dir, model, step=step, images_seen=images_seen, elapsed=wall, train_seconds=train_s
-        )
-    barrier(dist_info)
-    if not last and log_path.exists():
-        last = _last_logged(log_path)
-    return _result(step, images_seen, train_s, wall, flops, stopped_by, last)
+    return _finish(model, run_dir, state, flops, stopped_by, dist_info=dist_info)
 
 
-def _result(
-    step: int,
-    images_seen: int,
-    train_s: float,
-    wall: float,
+def _finish(
+    model: Generator,
+    run_dir: Path,
+    state: LoopState,
     flops: int | None,
     stopped_by: str,
-    last: dict[str, float],
+    *,
+    dist_info: DistInfo,
 ) -> TrainResult:
+    """The final checkpoint (for sampling and resume) and the result."""
+    wall = state.elapsed()
+    if dist_info.is_main:
+        save_checkpoint(
+            run_dir,
+            model,
+            step=state.step,
+            images_seen=state.images_seen,
+            elapsed=wall,
+            train_seconds=state.train_seconds,
+        )
+    barrier(dist_info)
+    if not state.last and (run_dir / TRAIN_LOG).exists():
+        state.last = last_logged(run_dir / TRAIN_LOG)  # a resumed run that had nothing left
+    return _result(state, wall, flops, stopped_by)
+
+
+def _use_channels_last(model: Generator, cfg: TrainConfig) -> bool:
+    # A CUDA-only setting: a CPU run never touches it.
+    if model.device.type != "cuda" or not cfg.channels_last:
+        return False
+    for m in model.modules().values():
+        m.to(memory_format=torch.channels_last)
+    return True
+
+
+def _standard_duties(
+    model: Generator,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    n_train: int,
+    holdout: ImageSet | None,
+    on_step: Callable[[int, int, dict[str, float]], None] | None,
+    snapshot_steps: list[int] | None,
+    on_snapshot: Callable[[int, int, float], None] | None,
+    main: bool,
+) -> list[Duty]:
+    """Evaluate, log, progress, snapshots, checkpoints: in this order, since the log
+    carries the evaluation and a checkpoint comes after everything else of its step."""
+    out: list[Duty] = []
+    if holdout is not None and len(holdout) > 0 and cfg.eval_images > 0:
+        out.append(Evaluate(model, holdout, cfg, every=eval_interval(cfg, n_train)))
+    log_path = run_dir / TRAIN_LOG if main else None  # ranks > 0 compute, rank 0 writes
+    out.append(Log(log_path, every=cfg.log_every, batch_size=cfg.batch_size))
+    if on_step is not None:
+        out.append(Progress(on_step))
+    if on_snapshot is not None and snapshot_steps:
+        out.append(Snapshot(model, snapshot_steps, on_snapshot))
+    if main:
+        out.append(Checkpoint(run_dir, model, every=checkpoint_interval(cfg)))
+    return out
+
+
+def _global_step_flops(
+    model: Generator,
+    data: ImageSet,
+    order: BatchOrder,
+    state: LoopState,
+    dist_info: DistInfo,
+    channels_last: bool,
+) -> int | None:
+    if state.step >= state.total:
+        return None
+    x, y = data.batch(_local(order.indices(state.step), dist_info), model.device)
+    flops = measure_flops(model, _fmt(x, channels_last), y, keep=data)
+    return flops * dist_info.world if flops is not None else None
+
+
+def _step(
+    model: Generator,
+    data: ImageSet,
+    order: BatchOrder,
+    cfg: TrainConfig,
+    state: LoopState,
+    *,
+    dist_info: DistInfo,
+    channels_last: bool,
+) -> None:
+    """One optimisation step on the global batch; a non-finite loss on any rank stops the run."""
+    device = model.device
+    state.begin_step()
+    x, y = data.batch(_local(order.indices(state.step), dist_info), device)
+    x = _fmt(x, channels_last)
+    t0 = time.perf_counter()
+    with autocast(device, cfg.precision):
+        logs = model.train_step(x, y)
+    if device.type == "cuda" and (state.step + 1) % cfg.log_every == 0:
+        torch.cuda.synchronize(device)
+    state.step_seconds = time.perf_counter() - t0
+    state.train_seconds += state.step_seconds
+    state.step += 1
+    state.images_seen += cfg.batch_size
+    state.logs = logs
+    if dist_info.enabled:
+        broadcast_state(dist_info, model.modules(), buffers_only=True)
+    bad = {k: float(v) for k, v in logs.items() if not math.isfinite(float(v))}
+    if dist_info.enabled:
+        (any_bad,) = any_flag(dist_info, bool(bad))
+        bad = bad or ({"loss": float("nan")} if any_bad else {})
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise TrainingDiverged(
+            f"loss '{k}' became {v} at step {state.step} ({state.images_seen / 1000:.2f} kimg); "
+            "the run is stopped"
+        )
+
+
+def _check_data_parallel(model: Generator, cfg: TrainConfig, dist_info: DistInfo) -> None:
+    if not dist_info.enabled:
+        return
+    if cfg.batch_size % dist_info.world:
+        raise ConfigError(
+            f"train.batch_size={cfg.batch_size} must divide evenly over {dist_info.world} processes "
+            "(the global batch stays the same whatever the process count)"
+        )
+    if not model.optimizers():
+        raise ConfigError(
+            f"{type(model).__name__} declares no optimizers(); it cannot train data-parallel"
+        )
+
+
+def _start(
+    model: Generator, cfg: TrainConfig, run_dir: Path, *, resume: bool, main: bool
+) -> LoopState:
+    """A fresh state, or the last checkpoint's when resuming (weights, counters, RNG)."""
+    state = LoopState(step=0, total=total_steps(cfg))
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        saved = restore(model, ckpt)
+        state.step, state.images_seen = saved["step"], saved["images_seen"]
+        state.elapsed_before, state.train_seconds = saved["elapsed"], saved["train_seconds"]
+        set_rng_state(saved["rng"])
+        if main:
+            truncate_log(run_dir / TRAIN_LOG, state.step)
+    elif main:
+        (run_dir / TRAIN_LOG).unlink(missing_ok=True)
+    return state
+
+
+def _join_ranks(model: Generator, dist_info: DistInfo, *, seed: int, step: int) -> list[Any]:
+    """Under data parallelism: the same start weights everywhere, gradient averaging
+    hooks (returned, to remove at the end) and a different noise stream per rank."""
+    if not dist_info.enabled:
+        return []
+    broadcast_state(dist_info, model.modules())
+    hooks = average_gradients(dist_info, model.optimizers())
+    # Different noise on every rank (same noise would waste the extra batch), reproducibly.
+    torch.manual_seed((seed * 1_000 + dist_info.rank) * 1_000_003 + step)
+    return hooks
+
+
+def _out_of_time(cfg: TrainConfig, state: LoopState, dist_info: DistInfo) -> bool:
+    if cfg.max_minutes is None:
+        return False
+    out = state.elapsed() >= cfg.max_minutes * 60
+    if dist_info.enabled:
+        (out,) = any_flag(dist_info, out)  # every rank stops at the same step
+    return out
+
+
+def _local(idx: torch.Tensor, dist_info: DistInfo) -> torch.Tensor:
+    # Each rank takes its share of the global batch.
+    return idx[dist_info.rank :: dist_info.world]
+
+
+def _result(state: LoopState, wall: float, flops: int | None, stopped_by: str) -> TrainResult:
     return TrainResult(
-        steps=step,
-        images_seen=images_seen,
-        train_seconds=round(train_s, 3),
+        steps=state.step,
+        images_seen=state.images_seen,
+        train_seconds=round(state.train_seconds, 3),
         wall_seconds=round(wall, 3),
-        images_per_s=round(images_seen / train_s, 2) if train_s > 0 else 0.0,
+        images_per_s=round(state.images_seen / state.train_seconds, 2)
+        if state.train_seconds > 0
+        else 0.0,
         flops_per_step=flops,
-        flops_total=flops * step if flops is not None else None,
+        flops_total=flops * state.step if flops is not None else None,
         stopped_by=stopped_by,
-        last_logs=last,
+        last_logs=state.last,
     )
 
 
 def _fmt(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """Log records; a torn last line (a killed process) is dropped."""
-    out = []
-    if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    # Lines written after the checkpoint we resume from would be logged twice.
-    kept = [r for r in read_log(path) if r.get("step", 0) <= step]
-    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def _last_logged(path: Path) -> dict[str, float]:
-    recs = read_log(path)
-    if not recs:
-        return {}
-    skip = {"step", "kimg", "elapsed_s", "images_per_s"}
-    return {k: v for k, v in recs[-1].items() if k not in skip}

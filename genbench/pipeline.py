@@ -1,0 +1,302 @@
+"""One run, as a pipeline of named steps:
+
+    prepare -> build -> train (or reuse) -> sample -> score -> write
+
+Under torchrun every rank runs the steps together (training, sampling and the
+sample features are split across ranks); rank 0 alone writes the run folder and
+scores. Which runs to do, and what a failure means, is :mod:`genbench.runner`'s job.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from genbench import __version__, registry
+from genbench.config import RunConfig, run_config_toml
+from genbench.contract import Generator, GeneratorConfig
+from genbench.data import DataBundle
+from genbench.device import seed_everything
+from genbench.distributed import SINGLE, DistInfo, all_gather_objects, barrier, broadcast_object
+from genbench.errors import ConfigError
+from genbench.io import write_json, write_text
+from genbench.progress import Reporter
+from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
+from genbench.sampling import assemble, generate, plan_labels, write_sample_set
+from genbench.train.checkpoints import restore
+from genbench.train.loop import TrainResult, train
+from genbench.train.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
+
+
+@dataclass
+class Run:
+    """What every step of one run gets: its config, generator, data, folder and place."""
+
+    config: RunConfig
+    cls: type[Generator]
+    bundle: DataBundle
+    folder: RunFolder
+    device: torch.device
+    reporter: Reporter
+    dist_info: DistInfo = SINGLE
+
+    @property
+    def main(self) -> bool:
+        return self.dist_info.is_main
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.model} s{self.config.seed}"
+
+
+@dataclass
+class Trained:
+    result: TrainResult
+    key: str  # train_key: runs with the same key share their training
+    reused_from: str | None  # the run whose training was copied, if any
+
+
+@dataclass
+class Samples:
+    images: torch.Tensor  # uint8, N x C x H x W, in index order
+    info: list[dict[str, Any]]  # per-image records
+    labels: torch.Tensor | None
+    seed: int
+    seconds: float  # sampling time (the slowest rank's)
+    protocol: dict[str, Any]  # the model's sampling_protocol(): sampler, steps, NFE
+
+
+def execute_run(
+    config: RunConfig,
+    cls: type[Generator],
+    bundle: DataBundle,
+    folder: RunFolder,
+    *,
+    device: torch.device,
+    resume: bool,
+    reporter: Reporter,
+    dist_info: DistInfo = SINGLE,
+) -> dict[str, Any]:
+    """Do one run; returns its metrics.json record ({} on ranks other than 0)."""
+    run = Run(config, cls, bundle, folder, device, reporter, dist_info)
+    model_cfg = prepare(run, resume=resume)
+    model = build(run, model_cfg)
+    trained = train_or_reuse(run, model, resume=resume)
+    samples = sample(run, model)
+    features = shared_features(run, samples)
+    if not run.main:
+        barrier(dist_info)  # wait while rank 0 writes and scores
+        return {}
+    save_samples(run, model, samples)
+    metrics = describe(run, model, trained, samples)
+    if config.metrics.enabled:
+        metrics.update(score(run, sampling=metrics["sampling"], features=features))
+    write(run, metrics)
+    return metrics
+
+
+def prepare(run: Run, *, resume: bool) -> GeneratorConfig:
+    """Check the model fits the data; clean or keep the folder; write the resolved
+    config before any training starts."""
+    cfg, folder = run.config, run.folder
+    if run.main:
+        if not resume and folder.status():
+            folder.clear_outputs()  # a fresh start: no old checkpoint may leak in
+        folder.path.mkdir(parents=True, exist_ok=True)
+    model_cfg = run.cls.Config.model_validate(cfg.generator)
+    try:
+        run.cls.check_spec(run.bundle.spec, model_cfg)
+    except ValueError as exc:
+        raise ConfigError(f"{cfg.model} cannot train on this data: {exc}") from None
+    if run.main:
+        write_text(folder.config, run_config_toml(cfg))
+        write_json(folder.split, run.bundle.split)
+        folder.set_status("running", phase="train")
+    barrier(run.dist_info)  # every rank sees the cleaned folder before resuming from it
+    return model_cfg
+
+
+def build(run: Run, model_cfg: GeneratorConfig) -> Generator:
+    seed_everything(run.config.seed)
+    b = run.bundle
+    return run.cls(spec=b.spec, config=model_cfg, device=run.device, train_data=b.train)
+
+
+def train_or_reuse(run: Run, model: Generator, *, resume: bool) -> Trained:
+    """Train, or copy the training of a finished run that differs only in sampling settings."""
+    key = train_key(run.config, run.cls)
+    twin = find_trained_twin(run.folder.path, key) if run.main and not resume else None
+    twin = broadcast_object(run.dist_info, twin)
+    if twin is not None:
+        twin_dir, twin_train = twin
+        restore(model, copy_training(twin_dir, run.folder.path))
+        fields = TrainResult.__dataclass_fields__
+        result = TrainResult(**{k: v for k, v in twin_train.items() if k in fields})
+        run.reporter.info(
+            f"{run.config.run_id}: training shared with {twin_dir.name} "
+            "(only sampling settings differ)"
+        )
+        return Trained(result, key, twin_dir.name)
+    return Trained(_train(run, model, resume=resume), key, None)
+
+
+def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
+    cfg = run.config
+    steps, take = None, None
+    if cfg.metrics.enabled and cfg.metrics.snapshot_kimg and run.main:
+        steps = snapshot_steps(cfg)
+        take = snapshotter(model, run.bundle, cfg, run.folder.path, run.device)
+    with run.reporter.phase(f"{run.label} train", total=None) as tick:
+        result = train(
+            model,
+            run.bundle.train,
+            cfg.train,
+            seed=cfg.seed,
+            run_dir=run.folder.path,
+            holdout=run.bundle.holdout,
+            resume=resume,
+            on_step=lambda s, total, logs: tick(s, total, logs),
+            dist_info=run.dist_info,
+            snapshot_steps=steps,
+            on_snapshot=take,
+        )
+    if steps and result.flops_per_step:
+        add_snapshot_flops(run.folder.path, result.flops_per_step)
+    return result
+
+
+def sample(run: Run, model: Generator) -> Samples:
+    """The fixed sample set; under torchrun each rank draws its share of the batches
+    and all ranks receive the whole set (per-batch noise: the same images as one process)."""
+    cfg, dist = run.config.sample, run.dist_info
+    if run.main:
+        run.folder.set_status("running", phase="sample")
+    seed = run.config.seed + cfg.seed_offset
+    labels = plan_labels(model, run.bundle.train, cfg.n, seed=seed)
+    with run.reporter.phase(f"{run.label} sample", total=cfg.n) as tick:
+        n_batches = math.ceil(cfg.n / cfg.batch_size)
+        by_batch, info_by_batch, secs = generate(
+            model,
+            cfg.n,
+            labels=labels,
+            seed=seed,
+            batch_size=cfg.batch_size,
+            batches=range(dist.rank, n_batches, dist.world),  # each rank its share
+            on_batch=lambda m: tick(advance=m * dist.world),
+        )
+    gathered = all_gather_objects(dist, (by_batch, info_by_batch, secs))
+    for part_images, part_info, _ in gathered:
+        by_batch.update(part_images)
+        info_by_batch.update(part_info)
+    images, info = assemble(by_batch, info_by_batch)
+    secs = max(part[2] for part in gathered)
+    return Samples(images, info, labels, seed, secs, model.sampling_protocol())
+
+
+def shared_features(run: Run, samples: Samples) -> dict[str, torch.Tensor] | None:
+    """Under torchrun, scoring's main cost, the Inception features, is split across
+    ranks like sampling; a single process leaves it to :func:`score`."""
+    cfg = run.config
+    if not (cfg.metrics.enabled and run.dist_info.enabled):
+        return None
+    from genbench.metrics import split_features
+
+    label = f"{run.label}: features on {run.dist_info.world} ranks"
+    with run.reporter.phase(label, total=None):
+        return split_features(
+            samples.images, cfg.metrics, device=run.device, dist_info=run.dist_info
+        )
+
+
+def save_samples(run: Run, model: Generator, samples: Samples) -> None:
+    """samples/: the PNGs and a manifest of how they were drawn."""
+    spec, labels = run.bundle.spec, samples.labels
+    manifest = {
+        "n": run.config.sample.n,
+        "seed": samples.seed,
+        "resolution": spec.resolution,
+        "channels": spec.channels,
+        "sampler": samples.protocol,
+        "condition": spec.condition if model.conditional else "none",
+        "class_names": list(spec.class_names) if labels is not None else [],
+        "labels": labels.tolist() if labels is not None else None,
+        "info": samples.info,
+    }
+    write_sample_set(run.folder.samples, samples.images, manifest)
+
+
+def describe(run: Run, model: Generator, trained: Trained, samples: Samples) -> dict[str, Any]:
+    """The metrics.json record before scoring: what ran, on what, how fast."""
+    cfg, n, secs = run.config, run.config.sample.n, samples.seconds
+    params = model.num_parameters()
+    return {
+        "run_id": cfg.run_id,
+        "experiment": cfg.experiment,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "generator_distribution": registry.entry(cfg.model).distribution,
+        "parameters": params,
+        "parameters_total": sum(params.values()),
+        "train": {
+            **trained.result.to_dict(),
+            "train_key": trained.key,
+            "reused_from": trained.reused_from,
+        },
+        "sampling": {
+            **samples.protocol,
+            "n": n,
+            "seconds": round(secs, 3),
+            "images_per_s": round(n / secs, 2) if secs > 0 else None,
+        },
+        "data": {"source": cfg.data.source, "resolution": cfg.data.resolution, **run.bundle.split},
+        "environment": environment(run.device, run.dist_info),
+        "scores": {},
+    }
+
+
+def score(
+    run: Run, *, sampling: dict[str, Any], features: dict[str, torch.Tensor] | None
+) -> dict[str, Any]:
+    """Scores of the saved sample set (metrics.json's scoring sections)."""
+    from genbench.metrics import score_run
+
+    run.folder.set_status("running", phase="score")
+    t0 = time.perf_counter()
+    scored = score_run(
+        run_dir=run.folder.path,
+        bundle=run.bundle,
+        config=run.config,
+        reporter=run.reporter,
+        sampling=sampling,
+        features=features,
+    )
+    return {**scored, "scoring": {"seconds": round(time.perf_counter() - t0, 3)}}
+
+
+def write(run: Run, metrics: dict[str, Any]) -> None:
+    """metrics.json, then status done: a folder marked done is complete."""
+    write_json(run.folder.metrics, metrics)
+    run.folder.set_status("done")
+    barrier(run.dist_info)
+
+
+def environment(device: torch.device, dist_info: DistInfo = SINGLE) -> dict[str, Any]:
+    env = {
+        "genbench": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "world_size": dist_info.world,
+    }
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    return env

@@ -1,0 +1,247 @@
+"""The run folder: where each file of a run lives, its status, its logs, its lock,
+and finding a finished run whose training another run can reuse.
+
+Layout of ``<results>/<run_id>/``::
+
+    .lock             held while one process works on the run
+    status.json       running (with its phase) | done | failed | interrupted
+    config.toml       the resolved run config, written before training starts
+    split.json        the data split the run trained on
+    train_log.jsonl   one record per log interval: losses, held-out metrics, speed
+    snapshots.jsonl   scores of small sample sets taken during training
+    checkpoints/      step-NNNNNNNNN.pt, the last two kept
+    samples/          the fixed sample set and its manifest.json
+    metrics.json      everything measured; written last, so its presence means scored
+    memorization.*    the memorization audit (when enabled)
+    grids/            grids drawn by ``genbench sample``
+
+The lock is a plain OS lock on ``.lock`` (``flock`` on POSIX, ``msvcrt.locking``
+on Windows): the kernel drops it when the holder dies, even by SIGKILL, so a
+killed run never leaves a stale lock in the way of ``--resume``. The lock file
+itself is left in place; only the lock on it matters. (Not the ``filelock``
+package: its recent releases add unlink-and-retry and soft-lock fallbacks that
+make a single non-blocking attempt harder to reason about.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genbench.io import read_json, read_jsonl, write_json, write_jsonl
+from genbench.naming import digest
+from genbench.train.checkpoints import CHECKPOINT_DIR, latest_checkpoint
+
+if TYPE_CHECKING:
+    from genbench.config import RunConfig
+    from genbench.contract import Generator
+
+LOCK_NAME = ".lock"
+STATUS = "status.json"
+CONFIG = "config.toml"
+SPLIT = "split.json"
+TRAIN_LOG = "train_log.jsonl"
+SNAPSHOTS = "snapshots.jsonl"
+SAMPLES = "samples"
+METRICS = "metrics.json"
+GRIDS = "grids"
+
+#: Keys of a train-log record that are bookkeeping, not losses or metrics.
+LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder and the paths of its files (see the module docstring)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def split(self) -> Path:
+        return self.path / SPLIT
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path / SNAPSHOTS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def samples(self) -> Path:
+        return self.path / SAMPLES
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def grids(self) -> Path:
+        return self.path / GRIDS
+
+    # -- status ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The status record; {} when there is none or it is unreadable."""
+        return read_status(self.path)
+
+    def is_done(self) -> bool:
+        return self.status().get("status") == "done"
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        set_status(self.path, status, **extra)
+
+    def clear_outputs(self) -> None:
+        """A fresh start: an interrupted attempt's checkpoints and samples must not leak in."""
+        for sub in (self.checkpoints, self.samples):
+            shutil.rmtree(sub, ignore_errors=True)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` of a run folder; {} when there is none or it is unreadable."""
+    p = run_dir / STATUS
+    try:
+        return read_json(p) if p.exists() else {}
+    except ValueError:
+        return {}
+
+
+def set_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """Write ``status.json``: the status, the time, and any extra fields (phase, error)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        run_dir / STATUS, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    )
+
+
+# -- logs ------------------------------------------------------------------------
+def truncate_log(path: Path, step: int) -> None:
+    """Keep records up to ``step``: lines written after the checkpoint a run resumes
+    from would otherwise be logged twice."""
+    write_jsonl(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step])
+
+
+def last_logged(path: Path) -> dict[str, float]:
+    """The losses and metrics of the last log record (bookkeeping keys dropped)."""
+    recs = read_jsonl(path)
+    if not recs:
+        return {}
+    return {k: v for k, v in recs[-1].items() if k not in LOG_BOOKKEEPING}
+
+
+def put_snapshot(path: Path, record: dict[str, Any]) -> None:
+    """Add a snapshot record; a resumed run re-takes snapshots after its checkpoint,
+    so records from this step on are replaced."""
+    kept = [r for r in read_jsonl(path) if r.get("step", 0) < record["step"]]
+    write_jsonl(path, [*kept, record])
+
+
+# -- lock ------------------------------------------------------------------------
+try:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+
+class RunLock:
+    """A held run-folder lock; ``release()`` (or process exit) frees it."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the lock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def try_lock_run(run_dir: Path) -> RunLock | None:
+    """The run folder's lock, held; or None when another process (or another
+    ``try_lock_run`` in this one) holds it.
+
+    Does not wait: a second process skips a locked run rather than queueing
+    behind a training job that may take hours.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _try_lock(fd):
+        os.close(fd)
+        return None
+    return RunLock(fd, path)
+
+
+# -- reusing a trained run ---------------------------------------------------------
+def train_key(cfg: RunConfig, cls: type[Generator]) -> str:
+    """Digest of everything that shapes training: the run config without its sampling,
+    scoring and the generator's sampling-only keys."""
+    d = cfg.to_dict()
+    for k in ("sample", "metrics"):
+        d.pop(k)
+    d["generator"] = {k: v for k, v in d["generator"].items() if k not in cls.sampling_keys}
+    return digest(d, 16)
+
+
+def find_trained_twin(run_dir: Path, key: str) -> tuple[Path, dict[str, Any]] | None:
+    """A finished run in the same results folder whose training this run can reuse:
+    its folder and the ``train`` section of its metrics."""
+    for other in sorted(run_dir.parent.iterdir()):
+        if other == run_dir or not (other / METRICS).is_file():
+            continue
+        try:
+            m = read_json(other / METRICS)
+        except ValueError:
+            continue
+        same = m.get("train", {}).get("train_key") == key
+        if same and read_status(other).get("status") == "done" and latest_checkpoint(other):
+            return other, m["train"]
+    return None
+
+
+def copy_training(src: Path, dst: Path) -> Path:
+    """Copy a finished run's last checkpoint and training log; returns the checkpoint copy."""
+    ckpt = latest_checkpoint(src)
+    assert ckpt is not None
+    (dst / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ckpt, dst / CHECKPOINT_DIR / ckpt.name)
+    if (src / TRAIN_LOG).is_file():
+        shutil.copy2(src / TRAIN_LOG, dst / TRAIN_LOG)
+    return dst / CHECKPOINT_DIR / ckpt.name
