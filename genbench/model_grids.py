@@ -1,4 +1,5 @@
-"""Sample grids from a trained run: per class, class mixtures, attribute strips."""
+"""Grids sampled live from a trained run (`genbench sample`): per class, class
+mixtures, attribute strips. (Report grids of saved samples: genbench/report/grids.py.)"""
 
 from __future__ import annotations
 
