@@ -145,3 +145,17 @@ def test_cuda_only_settings_are_not_applied_on_cpu(digits, tmp_path, monkeypatch
     assert not compiled
     assert all(p.is_contiguous() for m in model.modules().values() for p in m.parameters())
     assert all(p.dtype == torch.float32 for m in model.modules().values() for p in m.parameters())
+
+
+def test_an_extra_duty_sees_every_logged_record(digits, tmp_path):
+    seen = []
+
+    class Collect:
+        def after_step(self, state):
+            if state.logged is not None:
+                seen.append(dict(state.logged))
+
+    cfg = TrainConfig(kimg=0.16, batch_size=16, log_every=4, eval_images=0)
+    train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path, duties=[Collect()])
+    assert [r["step"] for r in seen] == [4, 8, 10]
+    assert seen == read_jsonl(tmp_path / "train_log.jsonl")
