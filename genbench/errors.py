@@ -30,3 +30,17 @@ class TrainingDiverged(GenbenchError):
     """A loss became NaN or infinite; the run stops instead of writing garbage."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none)."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def one_line(exc: BaseException) -> str:
+    """An error for a one-line report: a GenbenchError's own message, anything
+    else prefixed with its type (it is likely a bug, and the type says where)."""
+    first = first_line(exc)
+    if isinstance(exc, GenbenchError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

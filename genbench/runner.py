@@ -31,7 +31,7 @@ from genbench.distributed import (
     from_env,
     shutdown,
 )
-from genbench.errors import ConfigError, GenbenchError
+from genbench.errors import ConfigError, GenbenchError, first_line, one_line
 from genbench.pipeline import execute_run
 from genbench.progress import Reporter
 from genbench.rundir import RunFolder, set_status, try_lock_run
@@ -198,7 +198,7 @@ def _real_data_row(
     try:
         score_real_data(bundle, experiment, results_dir, reporter, device=device)
     except Exception as exc:  # the floor row failing must not stop the models' runs
-        reporter.error(f"real-data row failed: {_one_line(exc)}")
+        reporter.error(f"real-data row failed: {one_line(exc)}")
 
 
 def _run_locked(
@@ -358,7 +358,7 @@ def _run_one(
         set_status(rd, "interrupted", error="interrupted by the user; --resume continues it")
         raise
     except Exception as exc:
-        msg = _one_line(exc)
+        msg = one_line(exc)
         if dist_info.is_main:
             set_status(rd, "failed", error=msg, traceback=traceback.format_exc())
         reporter.error(f"{r.run_id}: failed: {msg}")
@@ -381,17 +381,10 @@ def check_specs(runs: list[PlannedRun], bundle: DataBundle) -> None:
             raise ConfigError(
                 f"{r.config.model} cannot train on this data (data.resolution = "
                 f"{spec.resolution}, {spec.channels} channel(s), condition '{spec.condition}'): "
-                f"{(str(exc).strip().splitlines() or [''])[0]}"
+                f"{first_line(exc)}"
             ) from None
         except Exception:  # a plugin's own bug fails only its own run, in execute_run
             continue
-
-
-def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, GenbenchError):
-        return first or type(exc).__name__
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 __all__ = ["PlannedRun", "RunOutcome", "plan", "run_experiment", "run_grid"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from genbench.contract import Generator
 from genbench.device import rng_state
-from genbench.errors import CheckpointError
+from genbench.errors import CheckpointError, first_line, one_line
 from genbench.io import load_torch, save_torch
 
 CHECKPOINT_DIR = "checkpoints"
@@ -61,9 +61,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = load_torch(path)
     except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint {path} cannot be loaded: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-        ) from None
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {one_line(exc)}") from None
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(
             f"checkpoint {path} is not a genbench checkpoint of format {CKPT_FORMAT}"
@@ -78,6 +76,6 @@ def restore(model: Generator, path: Path) -> dict[str, Any]:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} does not fit this model: {str(exc).splitlines()[0]}"
+            f"checkpoint {path} does not fit this model: {first_line(exc)}"
         ) from None
     return state
