@@ -1,6 +1,6 @@
 """Class- or attribute-conditional DDPM with classifier-free guidance (Ho & Salimans 2022).
 
-Everything but the conditioning is :class:`baselines.ddpm.DDPM`. In training a
+Everything but the conditioning is :class:`genbench_baselines.ddpm.DDPM`. In training a
 fraction ``label_dropout`` of the labels is replaced by the learned null
 condition; in sampling the guided noise estimate is
 ``lerp(eps_uncond, eps_cond, guidance_scale)`` as in seed 001 (scale 1 is the
@@ -17,8 +17,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from baselines.ddpm import DDPM, DDPMConfig
 from genbench.contract import DataSpec
+from genbench_baselines.ddpm import DDPM, DDPMConfig
 
 
 class CDDPMConfig(DDPMConfig):

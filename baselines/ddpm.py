@@ -3,7 +3,7 @@
 Network, objective and sampler are separate: the UNet, the schedule and the
 sampler loop live in :mod:`genbench.diffusion`; this module holds the
 objective (uniform t, MSE on the noise), the optimiser, EMA and the sampling
-protocol. :class:`baselines.cddpm.CDDPM` subclasses it and overrides only the
+protocol. :class:`genbench_baselines.cddpm.CDDPM` subclasses it and overrides only the
 conditioning hooks (``_train_condition``, ``predict_eps``, ``sampling_protocol``).
 
 Defaults are sized for the 2-core CPU reference machine (Fashion-MNIST 32x32):

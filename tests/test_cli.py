@@ -114,7 +114,7 @@ def test_list_shows_generators_with_their_distribution():
     res = runner.invoke(app, ["list"])
     assert res.exit_code == 0
     line = next(line for line in res.output.splitlines() if " dcgan " in line)
-    assert "genbench" in line and "baselines.dcgan:DCGAN" in line
+    assert "genbench" in line and "genbench_baselines.dcgan:DCGAN" in line
 
 
 def test_shards_cover_the_grid_once_and_merge_in_one_report(tmp_path):

@@ -53,7 +53,7 @@ def test_set_overrides_and_model_tables(tmp_path):
 
 
 def test_model_config_layers_reject_unknown_keys():
-    from baselines.dcgan import DCGANConfig
+    from genbench_baselines.dcgan import DCGANConfig
 
     exp = tiny_experiment(["dcgan"]).model_copy(update={"model": {"dcgan": {"lr": 2e-4}}})
     assert resolve_model_config("dcgan", DCGANConfig, exp).lr == 2e-4

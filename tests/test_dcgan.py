@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from baselines.dcgan import DCGAN, DCGANConfig
 from genbench.contract import DataSpec
+from genbench_baselines.dcgan import DCGAN, DCGANConfig
 
 
 def build(res, ch=3):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.denoiser import Denoiser, DenoiserConfig, draw_distinct
 from genbench.config import (
     DataConfig,
     ExperimentConfig,
@@ -18,6 +17,7 @@ from genbench.config import (
 )
 from genbench.contract import DataSpec
 from genbench.data import ImageSet
+from genbench_baselines.denoiser import Denoiser, DenoiserConfig, draw_distinct
 
 TINY = {"widths": [4, 8, 16]}
 NUM_CLASSES = 4

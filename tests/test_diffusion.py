@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.cddpm import CDDPM, CDDPMConfig
-from baselines.ddpm import DDPM, DDPMConfig
 from genbench.contract import DataSpec
 from genbench.diffusion import EMA, NoiseSchedule, UNet, lr_factor
 from genbench.runner import run_experiment
+from genbench_baselines.cddpm import CDDPM, CDDPMConfig
+from genbench_baselines.ddpm import DDPM, DDPMConfig
 from tests.conftest import tiny_experiment
 
 TINY = dict(

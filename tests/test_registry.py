@@ -33,7 +33,7 @@ def _clear_cache():
 def test_builtins_register_through_entry_points():
     plugins = registry.discover()
     assert plugins["dcgan"].distribution == "genbench"
-    assert plugins["dcgan"].value == "baselines.dcgan:DCGAN"
+    assert plugins["dcgan"].value == "genbench_baselines.dcgan:DCGAN"
 
 
 def test_name_clash_names_both_distributions(monkeypatch):
@@ -54,7 +54,7 @@ def test_broken_plugin_is_reported_and_others_still_load(monkeypatch):
         monkeypatch,
         [
             ("broken", "no_such_module_xyz:Gen", "bad"),
-            ("dcgan", "baselines.dcgan:DCGAN", "genbench"),
+            ("dcgan", "genbench_baselines.dcgan:DCGAN", "genbench"),
         ],
     )
     status = registry.check_all()
