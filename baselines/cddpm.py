@@ -22,6 +22,8 @@ from genbench_baselines.ddpm import DDPM, DDPMConfig
 
 
 class CDDPMConfig(DDPMConfig):
+    """ddpm's settings (inherited from DDPMConfig, never restated) plus guidance."""
+
     guidance_scale: float = Field(3.0, description="1 = conditional, 0 = unconditional")
     label_dropout: float = Field(0.1, ge=0, le=1, description="share of labels replaced by null")
 

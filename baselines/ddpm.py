@@ -28,40 +28,63 @@ from genbench.diffusion import EMA, NoiseSchedule, UNet, check_resolution, lr_fa
 
 
 class DDPMConfig(GeneratorConfig):
+    """Sized for the 2-core CPU reference machine at 32x32 (see the module docstring)."""
+
     # noise schedule
     timesteps: int = Field(1000, ge=1, description="T, diffusion steps in training")
-    schedule: Literal["linear", "cosine"] = "linear"
-    beta_start: float = Field(1e-4, gt=0, lt=1)
-    beta_end: float = Field(0.02, gt=0, lt=1)
+    schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="betas: DDPM's linear, or cosine (Nichol & Dhariwal, s = 0.008)"
+    )
+    beta_start: float = Field(1e-4, gt=0, lt=1, description="first beta of the linear schedule")
+    beta_end: float = Field(0.02, gt=0, lt=1, description="last beta of the linear schedule")
     # network
-    base_channels: int = Field(32, ge=1)
-    channel_mults: list[int] = Field(default_factory=lambda: [1, 2, 2], min_length=1)
-    num_res_blocks: int = Field(1, ge=1)
+    base_channels: int = Field(
+        32, ge=1, description="UNet channels at full resolution (x channel_mults per level)"
+    )
+    channel_mults: list[int] = Field(
+        default_factory=lambda: [1, 2, 2],
+        min_length=1,
+        description="channel multiplier per level (32-64-64 at 32/16/8 px: ~1.1M parameters)",
+    )
+    num_res_blocks: int = Field(1, ge=1, description="residual blocks per level")
     attn_resolutions: list[int] = Field(
         default_factory=lambda: [8], description="sides with self-attention (and the middle)"
     )
-    num_heads: int = Field(4, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    activation: Literal["silu", "gelu"] = "silu"
-    norm_groups: int = Field(8, ge=1)
-    grad_checkpoint: bool = False
+    num_heads: int = Field(4, ge=1, description="self-attention heads")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the residual blocks")
+    activation: Literal["silu", "gelu"] = Field("silu", description="activation in the blocks")
+    norm_groups: int = Field(8, ge=1, description="GroupNorm groups")
+    grad_checkpoint: bool = Field(
+        False, description="recompute block activations in backward (less memory, more time)"
+    )
     # optimisation
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; None = off")
-    lr_schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "onecycle"] = Field(
+        "constant", description="after warm-up; cosine and onecycle need schedule_kimg"
+    )
     schedule_kimg: float | None = Field(
         None, gt=0, description="kimg the cosine/one-cycle schedule spans; set it to train.kimg"
     )
-    warmup_steps: int = Field(20, ge=0)
-    ema_decay: float = Field(0.995, ge=0, lt=1)
-    ema_start: int = Field(2000, ge=0, description="steps before the EMA starts averaging")
+    warmup_steps: int = Field(20, ge=0, description="linear learning-rate warm-up steps")
+    ema_decay: float = Field(0.995, ge=0, lt=1, description="decay of the EMA weights")
+    ema_start: int = Field(
+        2000,
+        ge=0,
+        description="steps before the EMA starts averaging (seed 001; shorter runs sample the weights)",
+    )
     # sampling
-    sampler: Literal["ddpm", "ddim"] = "ddim"
+    sampler: Literal["ddpm", "ddim"] = Field(
+        "ddim",
+        description="ddim, or ddpm (the paper's ancestral sampler, 1000 steps: 40x the cost)",
+    )
     sample_steps: int | None = Field(25, ge=1, description="None = all T steps")
     eta: float = Field(0.0, ge=0, description="DDIM noise; 0 = deterministic")
-    ancestral_variance: Literal["beta", "posterior"] = "beta"
-    clip_denoised: bool = True
+    ancestral_variance: Literal["beta", "posterior"] = Field(
+        "beta", description="ancestral step variance: beta_t (the paper's) or the posterior's"
+    )
+    clip_denoised: bool = Field(True, description="clip the predicted x0 to [-1, 1] each step")
     use_ema: bool = Field(True, description="sample from the EMA weights")
     sample_bf16: bool = Field(
         True, description="bf16 autocast of the network in sampling (CUDA only)"

@@ -45,9 +45,13 @@ class DenoiserConfig(GeneratorConfig):
         min_length=2,
         description="UNet channels per level; len(widths) - 1 max-pool levels",
     )
-    sigma_min: float = Field(0.05, ge=0, description="training noise std, in [-1, 1] units")
-    sigma_max: float = Field(0.2, ge=0)
-    lr: float = Field(1e-4, gt=0)
+    sigma_min: float = Field(
+        0.05,
+        ge=0,
+        description="training noise std ~ U(sigma_min, sigma_max), once per batch; [-1, 1] units",
+    )
+    sigma_max: float = Field(0.2, ge=0, description="upper end of the training noise std")
+    lr: float = Field(1e-4, gt=0, description="Adam learning rate (default betas)")
     k: int = Field(2, ge=1, description="images blended per sample (class label or no label)")
     eval_seed: int = Field(0, description="seed of the fixed noise draw behind test_loss")
 

@@ -75,7 +75,7 @@ def run(
         typer.Option(
             "--experiment",
             "-e",
-            help="Experiment name in configs/experiments/ or a path to a TOML file.",
+            help="Experiment name (./configs/experiments, $GENBENCH_CONFIG_PATH, packaged) or a TOML file.",
         ),
     ] = "default",
     set_: Annotated[
@@ -193,7 +193,7 @@ def list_(
     from rich.table import Table
 
     from genbench import registry
-    from genbench.config import list_experiments
+    from genbench.config import find_experiments
     from genbench.data.sources import SOURCES
 
     status = registry.check_all() if check else {}
@@ -213,14 +213,56 @@ def list_(
     for s in SOURCES.values():
         t.add_row(s.name, s.description, s.availability)
     console.print(t)
-    t = Table(title="experiments")
+    t = Table(title="experiments (./configs, then $GENBENCH_CONFIG_PATH, then packaged)")
     t.add_column("name")
+    t.add_column("from")
     t.add_column("file")
-    for name, p in list_experiments().items():
-        t.add_row(name, str(p))
+    for e in find_experiments():
+        note = "".join(f"\n[dim]hides {_esc(str(s))}[/]" for s in e.shadows)
+        t.add_row(e.name, e.origin, _esc(str(e.path)) + note)
     console.print(t)
     if check and any(status.values()):
         raise typer.Exit(1)
+
+
+# -- config ----------------------------------------------------------------------------
+config_app = typer.Typer(
+    help="Inspect configs: every key of a model or section, its value and what it means.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@friendly_errors
+def config_show(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A generator (`genbench list`) or a section: data, train, sample, metrics."
+        ),
+    ],
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            "--experiment",
+            "-e",
+            help="Show the values this experiment resolves to (default: the defaults).",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key as in `genbench run` (needs --experiment)."),
+    ] = None,
+) -> None:
+    """Print a config as TOML: each key with its value (the defaults, or an experiment's
+    resolved values) and its description; paste keys into an experiment to change them."""
+    from genbench import api
+
+    if set_ and experiment is None:
+        raise GenbenchError("--set needs --experiment (defaults are what --set changes)")
+    text = api.show_config(name, experiment=experiment, overrides=list(set_ or []))
+    typer.echo(text, nl=False)  # unwrapped: the output is TOML to copy from
 
 
 # -- sample ----------------------------------------------------------------------------

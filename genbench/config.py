@@ -1,17 +1,21 @@
 """Typed experiment and run configs, loaded from TOML and ``--set`` overrides.
 
-Layers, later ones winning: a generator's ``Config`` defaults, then
-``configs/models/<name>.toml``, then the experiment's ``[model.<name>]`` table,
-then ``--set``. Unknown or mistyped keys are errors that name the key and where
-it came from.
+Layers, later ones winning: a generator's ``Config`` defaults (the one source of
+defaults), then the experiment's ``[model.<name>]`` table (after the tables it
+``extends``), then ``--set``. Unknown or mistyped keys are errors that name the
+key and where it came from. Experiments are found by name on a search path
+(``./configs``, ``$GENBENCH_CONFIG_PATH``, the packaged ones) or given as a file.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -37,25 +41,36 @@ class DataConfig(_Strict):
     ``holdout_fraction`` of the images.
     """
 
-    source: str = "fashion-mnist"
-    root: str | None = None
-    resolution: int = Field(32, ge=4, le=1024)
+    source: str = Field("fashion-mnist", description="dataset name (`genbench list` shows them)")
+    root: str | None = Field(
+        None, description="folder for folder/utkface, or where to look for downloadable data"
+    )
+    resolution: int = Field(32, ge=4, le=1024, description="image side after resize + crop")
     channels: Literal[1, 3] | None = Field(None, description="None keeps the source's channels")
-    condition: Literal["auto", "none", "classes", "attributes"] = "auto"
+    condition: Literal["auto", "none", "classes", "attributes"] = Field(
+        "auto", description="labels given to models; auto = whatever the source has"
+    )
     label: str = Field("race", description="utkface: which file-name field is the class")
-    split: Literal["official", "random"] = "official"
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    split: Literal["official", "random"] = Field(
+        "official",
+        description="held-out split: the dataset's own test split, or a seeded random one",
+    )
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="held-out share for a random split"
+    )
+    split_seed: int = Field(0, description="seed of a random split")
     max_train: int | None = Field(None, ge=1, description="use only the first N training images")
-    max_holdout: int | None = Field(None, ge=1)
-    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    max_holdout: int | None = Field(None, ge=1, description="use only the first N held-out images")
+    max_bad_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="unreadable files tolerated (skipped) before stopping"
+    )
 
 
 class TrainConfig(_Strict):
     """The training budget and loop settings, identical for every model."""
 
     kimg: float = Field(10.0, gt=0, description="budget in thousands of training images seen")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch, identical for every model")
     max_minutes: float | None = Field(None, gt=0, description="optional wall-clock budget")
     checkpoint_kimg: float | None = Field(None, gt=0, description="default: a tenth of the budget")
     log_every: int = Field(20, ge=1, description="steps between log lines")
@@ -63,11 +78,13 @@ class TrainConfig(_Strict):
         None, gt=0, description="held-out evaluation interval; default one epoch"
     )
     eval_images: int = Field(512, ge=0, description="held-out images per evaluation (0 = off)")
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: bool = True
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on CUDA, fp32 elsewhere"
+    )
+    channels_last: bool = Field(True, description="channels_last networks and inputs (CUDA)")
     compile: bool = Field(False, description="torch.compile each network in place (CUDA only)")
-    deterministic: bool = False
+    deterministic: bool = Field(False, description="ask PyTorch for deterministic kernels")
 
     @field_validator("device")
     @classmethod
@@ -81,15 +98,18 @@ class SampleConfig(_Strict):
     """The fixed sample set every model generates after training."""
 
     n: int = Field(1000, ge=1, description="number of images generated and scored")
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, description="images per sampling call")
     seed_offset: int = Field(10_000, description="sampling seed = run seed + offset")
 
 
 class MetricsConfig(_Strict):
     """Which scores to compute on the sample set, and how (see ``genbench doctor``)."""
 
-    names: list[str] = Field(default_factory=lambda: ["fid", "kid", "prc", "isc"])
-    enabled: bool = True
+    names: list[str] = Field(
+        default_factory=lambda: ["fid", "kid", "prc", "isc"],
+        description="fid, kid, prc (precision/recall), isc (Inception Score)",
+    )
+    enabled: bool = Field(True, description="score the sample set (false: train and sample only)")
     inception: Literal["auto", "official", "fidhelper"] = Field(
         "auto", description="official torch-fidelity weights, the offline fid-helper copy, or auto"
     )
@@ -101,10 +121,10 @@ class MetricsConfig(_Strict):
     n_ref: int | None = Field(
         None, ge=2, description="held-out reference images (default: sample.n)"
     )
-    kid_subsets: int = Field(100, ge=1)
+    kid_subsets: int = Field(100, ge=1, description="KID subsets averaged")
     kid_subset_size: int = Field(1000, ge=2, description="upper bound; min(this, N, N_ref) is used")
-    isc_splits: int = Field(10, ge=1)
-    prc_neighborhood: int = Field(3, ge=1)
+    isc_splits: int = Field(10, ge=1, description="Inception Score splits")
+    prc_neighborhood: int = Field(3, ge=1, description="k of precision/recall's k-NN balls")
     per_class: bool = Field(True, description="per-class FID/KID for class-conditional runs")
     classifier: bool = Field(True, description="class consistency via a small cached classifier")
     classifier_steps: int = Field(1000, ge=1, description="training steps of that classifier")
@@ -115,12 +135,16 @@ class MetricsConfig(_Strict):
     memorization_max_train_pixels: int | None = Field(
         None, ge=1, description="training images searched in pixel space (None: all)"
     )
-    memorization_quantile: float = Field(0.05, gt=0.0, lt=1.0)
+    memorization_quantile: float = Field(
+        0.05, gt=0.0, lt=1.0, description="held-out distance quantile that counts as memorized"
+    )
     snapshot_kimg: list[float] = Field(
         default_factory=list, description="also score a smaller sample set at these kimg points"
     )
     snapshot_n: int = Field(256, ge=2, description="images per snapshot (and reference images)")
-    snapshot_names: list[str] = Field(default_factory=lambda: ["fid", "kid"])
+    snapshot_names: list[str] = Field(
+        default_factory=lambda: ["fid", "kid"], description="metrics scored at snapshots"
+    )
 
     @field_validator("snapshot_kimg")
     @classmethod
@@ -202,47 +226,113 @@ class RunConfig(_Strict):
 
 
 # -- locating and reading files ------------------------------------------
-def config_dirs() -> list[Path]:
-    dirs = []
-    if env := os.environ.get("GENBENCH_CONFIG_DIR"):
-        dirs.append(Path(env))
-    dirs.append(Path.cwd() / "configs")
-    dirs.append(Path(__file__).resolve().parent.parent / "configs")  # a source checkout
-    seen: list[Path] = []
+ENV_CONFIG_PATH = "GENBENCH_CONFIG_PATH"
+#: The experiments that ship inside the package (package data, so they exist in any install).
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass(frozen=True)
+class ConfigDir:
+    """A folder searched for ``experiments/<name>.toml``, and where it came from."""
+
+    path: Path
+    origin: Literal["project", "env", "packaged"]
+
+    @property
+    def label(self) -> str:
+        return {
+            "project": "project (./configs)",
+            "env": f"${ENV_CONFIG_PATH}",
+            "packaged": "packaged",
+        }[self.origin]
+
+
+@dataclass(frozen=True)
+class ExperimentFile:
+    """An experiment found on the search path (``shadows``: same-named files it hides)."""
+
+    name: str
+    path: Path
+    origin: str
+    shadows: tuple[Path, ...] = ()
+
+
+def config_search_path() -> list[ConfigDir]:
+    """Where experiments are looked up, first match winning: ``./configs`` (a user's own
+    project), then each folder of ``$GENBENCH_CONFIG_PATH`` (``os.pathsep``-separated), then
+    the experiments packaged with genbench. Missing folders and repeats are left out."""
+    dirs = [ConfigDir(Path.cwd() / "configs", "project")]
+    env = [p for p in os.environ.get(ENV_CONFIG_PATH, "").split(os.pathsep) if p]
+    if legacy := os.environ.get("GENBENCH_CONFIG_DIR"):
+        warnings.warn(
+            f"GENBENCH_CONFIG_DIR is deprecated; use {ENV_CONFIG_PATH}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        env.append(legacy)
+    dirs += [ConfigDir(Path(p), "env") for p in env]
+    dirs.append(ConfigDir(PACKAGED_CONFIGS, "packaged"))
+    out: list[ConfigDir] = []
+    seen: set[Path] = set()
     for d in dirs:
-        if d.is_dir() and d.resolve() not in [s.resolve() for s in seen]:
-            seen.append(d)
-    return seen
+        if d.path.is_dir() and d.path.resolve() not in seen:
+            seen.add(d.path.resolve())
+            out.append(d)
+    return out
+
+
+def config_dirs() -> list[Path]:
+    return [d.path for d in config_search_path()]
+
+
+def is_path_like(name_or_path: str) -> bool:
+    """An explicit file (``x.toml``, ``dir/x``) rather than a name looked up on the search path."""
+    return name_or_path.endswith(".toml") or "/" in name_or_path or os.sep in name_or_path
 
 
 def find_experiment(name_or_path: str) -> Path:
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or os.sep in name_or_path:
+    """The file of an experiment: an explicit path, else the first match on the search path."""
+    if is_path_like(name_or_path):
+        p = Path(name_or_path)
         if not p.is_file():
             raise ConfigError(f"experiment file {name_or_path} does not exist")
         return p
-    for d in config_dirs():
-        cand = d / "experiments" / f"{name_or_path}.toml"
+    for d in config_search_path():
+        cand = d.path / "experiments" / f"{name_or_path}.toml"
         if cand.is_file():
             return cand
-    known = sorted({f.stem for d in config_dirs() for f in (d / "experiments").glob("*.toml")})
+    known = sorted(e.name for e in find_experiments())
     raise ConfigError(f"unknown experiment {name_or_path!r} (known: {', '.join(known) or 'none'})")
 
 
+def find_experiments() -> list[ExperimentFile]:
+    """Every experiment on the search path, sorted by name, with where it came from."""
+    found: dict[str, ExperimentFile] = {}
+    for d in config_search_path():
+        for f in sorted((d.path / "experiments").glob("*.toml")):
+            prior = found.get(f.stem)
+            if prior is None:
+                found[f.stem] = ExperimentFile(f.stem, f, d.label)
+            else:
+                found[f.stem] = replace(prior, shadows=(*prior.shadows, f))
+    return [found[k] for k in sorted(found)]
+
+
 def list_experiments() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in config_dirs():
-        for f in sorted((d / "experiments").glob("*.toml")):
-            found.setdefault(f.stem, f)
-    return found
+    return {e.name: e.path for e in find_experiments()}
 
 
-def model_defaults_file(model: str) -> Path | None:
-    for d in config_dirs():
-        cand = d / "models" / f"{model}.toml"
-        if cand.is_file():
-            return cand
-    return None
+def check_no_model_files(model: str) -> None:
+    """Per-model TOML defaults (``configs/models/<model>.toml``) are no longer read: defaults
+    live in the generator's Config class. A leftover file would otherwise be silently ignored."""
+    for d in config_search_path():
+        f = d.path / "models" / f"{model}.toml"
+        if f.is_file():
+            raise ConfigError(
+                f"{f}: per-model TOML defaults are no longer read (defaults live in the "
+                f"generator's Config; `genbench config show {model}` lists them); move the keys "
+                f"that differ into the experiment's [model.{model}] table and delete the file"
+            )
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -264,6 +354,90 @@ def format_validation_error(exc: ValidationError, *, where: str, prefix: str = "
         else:
             parts.append(f"'{key}': {err['msg']}")
     return f"{where}: " + "; ".join(parts)
+
+
+# -- describing configs ------------------------------------------------------
+def toml_value(value: Any) -> str:
+    """One value in TOML's inline syntax (the inverse of :func:`parse_value`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # 1e-05, inf and nan are TOML too
+    if isinstance(value, (str, Path)):
+        return json.dumps(str(value), ensure_ascii=False)  # JSON's escapes are TOML's
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    raise ConfigError(f"{value!r} has no TOML form (leave a key out to keep its default)")
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One key of a config model: its value, default, description and declaring class."""
+
+    name: str
+    value: Any
+    default: Any
+    description: str
+    declared_by: str
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return self.value != self.default
+
+
+def config_fields(cls: type[BaseModel], values: BaseModel | None = None) -> list[ConfigField]:
+    """The fields of ``cls`` (inherited ones first), with ``values``' values or the defaults."""
+    out = []
+    for name, info in cls.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        declared_by = next(
+            (
+                base.__name__
+                for base in reversed(cls.__mro__)
+                if name in getattr(base, "__annotations__", {})
+            ),
+            cls.__name__,
+        )
+        ann = info.annotation
+        choices = get_args(ann) if get_origin(ann) is Literal else ()
+        out.append(
+            ConfigField(
+                name=name,
+                value=getattr(values, name) if values is not None else default,
+                default=default,
+                description=info.description or "",
+                declared_by=declared_by,
+                choices=choices,
+            )
+        )
+    return out
+
+
+def render_config_fields(fields: list[ConfigField], *, header: list[str] = ()) -> str:
+    """Fields as TOML with each description as a comment (unset keys commented out), grouped
+    by the class that declares them; a value that differs from its default says the default."""
+    lines = [f"# {h}" for h in header]
+    assigns = [
+        f"{f.name} = {toml_value(f.value)}" if f.value is not None else f"# {f.name} (unset)"
+        for f in fields
+    ]
+    width = min(40, max((len(a) for a in assigns), default=0))
+    owner = None
+    for f, assign in zip(fields, assigns, strict=True):
+        if f.declared_by != owner and len({g.declared_by for g in fields}) > 1:
+            lines += ["", f"# -- {f.declared_by}"]
+        owner = f.declared_by
+        notes = [f.description] if f.description else []
+        if f.choices:
+            notes.append("one of " + ", ".join(str(c) for c in f.choices))
+        if f.changed:
+            notes.append("default " + (toml_value(f.default) if f.default is not None else "unset"))
+        lines.append(f"{assign:<{width}}  # {'; '.join(notes)}" if notes else assign)
+    return "\n".join(lines).strip("\n") + "\n"
 
 
 # -- --set overrides --------------------------------------------------------
@@ -329,6 +503,47 @@ def load_experiment(
     return ExperimentConfig.model_validate(raw)
 
 
+#: The key of a ``[model.<name>]`` table that takes another table's keys as its base.
+EXTENDS = "extends"
+
+
+def model_table_layers(
+    experiment: ExperimentConfig, model: str, *, experiment_file: str = "experiment"
+) -> list[tuple[str, dict[str, Any]]]:
+    """The experiment's tables that configure ``model``, base first.
+
+    ``[model.cddpm] extends = "ddpm"`` makes ``[model.ddpm]`` the base of cddpm's table,
+    so an experiment states the keys the two share once (chains are followed; a cycle or a
+    missing table is an error). ``extends`` itself never reaches the generator's config.
+    """
+    layers: list[tuple[str, dict[str, Any]]] = []
+    chain: list[str] = []
+    name: str | None = model
+    while name is not None:
+        if name in chain:
+            raise ConfigError(
+                f"{experiment_file}: [model.{model}] extends in a cycle: {' -> '.join([*chain, name])}"
+            )
+        table = dict(experiment.model.get(name, {}))
+        if chain and name not in experiment.model:
+            raise ConfigError(
+                f"{experiment_file}: [model.{chain[-1]}] extends {name!r}, but there is no "
+                f"[model.{name}] table"
+            )
+        parent = table.pop(EXTENDS, None)
+        if parent is not None and not isinstance(parent, str):
+            raise ConfigError(
+                f"{experiment_file}: [model.{name}] {EXTENDS} must be a model name, got {parent!r}"
+            )
+        where = f"{experiment_file} [model.{name}]"
+        if chain:
+            where += f" (extended by [model.{chain[-1]}])"
+        layers.insert(0, (where, table))
+        chain.append(name)
+        name = parent
+    return [(w, t) for w, t in layers if t]
+
+
 def resolve_model_config(
     model: str,
     config_cls: type[GeneratorConfig],
@@ -336,14 +551,11 @@ def resolve_model_config(
     *,
     experiment_file: str = "experiment",
 ) -> GeneratorConfig:
-    """Merge defaults, configs/models/<model>.toml and the experiment's table, validating each layer."""
+    """The generator's Config defaults updated with the experiment's table for ``model``
+    (and the tables it extends), validating each layer so an error names its table."""
+    check_no_model_files(model)
     merged: dict[str, Any] = {}
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if (f := model_defaults_file(model)) is not None:
-        layers.append((str(f), read_toml(f)))
-    if model in experiment.model:
-        layers.append((f"{experiment_file} [model.{model}]", experiment.model[model]))
-    for where, layer in layers:
+    for where, layer in model_table_layers(experiment, model, experiment_file=experiment_file):
         merged.update(layer)
         try:
             config_cls.model_validate(merged)

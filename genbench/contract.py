@@ -23,7 +23,7 @@ class GeneratorConfig(BaseModel):
     """Base class of every generator's config model.
 
     Subclass it with typed fields and defaults; unknown keys are rejected, so a
-    typo in ``configs/models/<name>.toml`` or ``--set`` is an error, not a
+    typo in an experiment's ``[model.<name>]`` table or ``--set`` is an error, not a
     silently ignored setting.
     """
 

@@ -117,6 +117,27 @@ def test_list_shows_generators_with_their_distribution():
     assert "genbench" in line and "genbench_baselines.dcgan:DCGAN" in line
 
 
+def test_list_says_where_each_experiment_comes_from(tmp_path, monkeypatch):
+    (tmp_path / "configs" / "experiments").mkdir(parents=True)
+    (tmp_path / "configs" / "experiments" / "smoke.toml").write_text('name = "smoke"\n')
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[1]: line for line in res.output.splitlines() if line.startswith("│ ")}
+    assert "project" in rows["smoke"] and "packaged" in rows["default"]
+    assert "hides" in res.output  # the project's smoke hides the packaged one
+
+
+def test_config_show_prints_resolved_keys_and_rejects_unknown_names():
+    res = runner.invoke(app, ["config", "show", "ddpm", "-e", "full", "--set", "ddpm.eta=0.5"])
+    assert res.exit_code == 0, res.output
+    assert "base_channels = 128" in res.output and "default 32" in res.output
+    assert "eta = 0.5 " in res.output
+    res = runner.invoke(app, ["config", "show", "dcgn"])
+    assert res.exit_code == 2 and "did you mean 'dcgan'" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
 def test_shards_cover_the_grid_once_and_merge_in_one_report(tmp_path):
     for i in range(2):
         res = runner.invoke(

@@ -48,14 +48,14 @@ def genbench(args, site, cwd):
 
 
 def test_installed_plugin_is_listed_and_runs(plugin_site, tmp_path):
-    listed = genbench(["list"], plugin_site, ROOT)
+    listed = genbench(["list"], plugin_site, tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "pixel-gaussian" in listed.stdout and "genbench-plugin-example" in listed.stdout
 
     res = genbench(
         ["run", "-e", "smoke", "--models", "pixel-gaussian,dcgan", "--results", str(tmp_path)],
         plugin_site,
-        ROOT,
+        tmp_path,  # outside the checkout: the packaged smoke experiment is found by name
     )
     assert res.returncode == 0, res.stdout + res.stderr
     (run,) = tmp_path.glob("smoke-pixel-gaussian-s0-*")
