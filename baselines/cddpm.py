@@ -17,15 +17,19 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from genbench.contract import DataSpec
+from genbench.contract import DataSpec, GeneratorConfig
 from genbench_baselines.ddpm import DDPM, DDPMConfig
 
 
-class CDDPMConfig(DDPMConfig):
-    """ddpm's settings (inherited from DDPMConfig, never restated) plus guidance."""
+class GuidanceConfig(GeneratorConfig):
+    """Classifier-free guidance: shared by cddpm and diffusers-unet."""
 
     guidance_scale: float = Field(3.0, description="1 = conditional, 0 = unconditional")
     label_dropout: float = Field(0.1, ge=0, le=1, description="share of labels replaced by null")
+
+
+class CDDPMConfig(DDPMConfig, GuidanceConfig):
+    """ddpm's settings (inherited from DDPMConfig, never restated) plus guidance."""
 
 
 class CDDPM(DDPM):
@@ -61,14 +65,14 @@ class CDDPM(DDPM):
         return 2
 
     def predict_eps(
-        self, net: nn.Module, x: torch.Tensor, t: int, labels: torch.Tensor | None
+        self, net: nn.Module, x: torch.Tensor, t: int | float, labels: torch.Tensor | None
     ) -> torch.Tensor:
         if labels is None:  # nothing to guide towards: the unconditional model
             return self._forward(net, x, t, None)
         return self.guided_eps(net, x, t, labels, scale=self.config.guidance_scale)
 
     def guided_eps(
-        self, net: nn.Module, x: torch.Tensor, t: int, labels: torch.Tensor, *, scale: float
+        self, net: nn.Module, x: torch.Tensor, t: int | float, labels: torch.Tensor, *, scale: float
     ) -> torch.Tensor:
         """lerp(eps(x, null), eps(x, labels), scale) from one batched call of 2N images."""
         n = len(x)

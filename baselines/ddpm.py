@@ -9,7 +9,9 @@ conditioning hooks (``_train_condition``, ``predict_eps``, ``sampling_protocol``
 Defaults are sized for the 2-core CPU reference machine (Fashion-MNIST 32x32):
 a 1.1M-parameter UNet, T = 1000 for training, and 25-step DDIM for sampling,
 because sampling the fixed set with 1000 ancestral steps would take longer than
-training. ``sampler = "ddpm"`` with ``sample_steps = 1000`` is the paper's sampler.
+training. ``sampler = "ddpm"`` with ``sample_steps = 1000`` is the paper's sampler;
+any diffusers scheduler (``"dpmpp"``, ``"unipc"``, ``"heun"``, ...; ``genbench[diffusers]``)
+samples the same network on the same betas.
 """
 
 from __future__ import annotations
@@ -24,11 +26,26 @@ from torch.nn import functional as F
 
 from genbench.contract import DataSpec, Generator, GeneratorConfig
 from genbench.device import autocast
-from genbench.diffusion import EMA, NoiseSchedule, UNet, check_resolution, lr_factor, run_sampler
+from genbench.diffusion import (
+    DIFFUSERS_SAMPLERS,
+    EMA,
+    NoiseSchedule,
+    SamplerName,
+    UNet,
+    check_resolution,
+    diffusers_available,
+    lr_factor,
+    run_sampler,
+    sampler_plan,
+)
 
 
-class DDPMConfig(GeneratorConfig):
-    """Sized for the 2-core CPU reference machine at 32x32 (see the module docstring)."""
+class DiffusionConfig(GeneratorConfig):
+    """What every eps-prediction diffusion model here shares: schedule, optimisation, sampling.
+
+    ddpm adds its UNet's keys (:class:`DDPMConfig`); diffusers-unet adds a
+    diffusers ``UNet2DModel``'s.
+    """
 
     # noise schedule
     timesteps: int = Field(1000, ge=1, description="T, diffusion steps in training")
@@ -37,6 +54,60 @@ class DDPMConfig(GeneratorConfig):
     )
     beta_start: float = Field(1e-4, gt=0, lt=1, description="first beta of the linear schedule")
     beta_end: float = Field(0.02, gt=0, lt=1, description="last beta of the linear schedule")
+    # optimisation
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; None = off")
+    lr_schedule: Literal["constant", "cosine", "onecycle"] = Field(
+        "constant", description="after warm-up; cosine and onecycle need schedule_kimg"
+    )
+    schedule_kimg: float | None = Field(
+        None, gt=0, description="kimg the cosine/one-cycle schedule spans; set it to train.kimg"
+    )
+    warmup_steps: int = Field(20, ge=0, description="linear learning-rate warm-up steps")
+    ema_decay: float = Field(0.995, ge=0, lt=1, description="decay of the EMA weights")
+    ema_start: int = Field(
+        2000,
+        ge=0,
+        description="steps before the EMA starts averaging (seed 001; shorter runs sample the weights)",
+    )
+    # sampling
+    sampler: SamplerName = Field(
+        "ddim",
+        description="ddim, ddpm (the paper's ancestral sampler, 1000 steps: 40x the cost), "
+        "or a diffusers scheduler: dpmpp, unipc, euler, heun, ... (genbench[diffusers])",
+    )
+    sample_steps: int | None = Field(25, ge=1, description="None = all T steps")
+    eta: float = Field(0.0, ge=0, description="DDIM noise; 0 = deterministic")
+    ancestral_variance: Literal["beta", "posterior"] = Field(
+        "beta", description="ancestral step variance: beta_t (the paper's) or the posterior's"
+    )
+    clip_denoised: bool = Field(True, description="clip the predicted x0 to [-1, 1] each step")
+    use_ema: bool = Field(True, description="sample from the EMA weights")
+    sample_bf16: bool = Field(
+        True, description="bf16 autocast of the network in sampling (CUDA only)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DiffusionConfig:
+        if self.sample_steps is not None and self.sample_steps > self.timesteps:
+            raise ValueError(f"sample_steps={self.sample_steps} exceeds timesteps={self.timesteps}")
+        if self.lr_schedule != "constant" and self.schedule_kimg is None:
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} needs schedule_kimg (set it to train.kimg)"
+            )
+        if self.schedule == "linear" and self.beta_end < self.beta_start:
+            raise ValueError("beta_end must not be below beta_start")
+        if self.sampler in DIFFUSERS_SAMPLERS and not diffusers_available():
+            raise ValueError(
+                f"sampler {self.sampler!r} needs the diffusers package: pip install 'genbench[diffusers]'"
+            )
+        return self
+
+
+class DDPMConfig(DiffusionConfig):
+    """Sized for the 2-core CPU reference machine at 32x32 (see the module docstring)."""
+
     # network
     base_channels: int = Field(
         32, ge=1, description="UNet channels at full resolution (x channel_mults per level)"
@@ -57,50 +128,6 @@ class DDPMConfig(GeneratorConfig):
     grad_checkpoint: bool = Field(
         False, description="recompute block activations in backward (less memory, more time)"
     )
-    # optimisation
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; None = off")
-    lr_schedule: Literal["constant", "cosine", "onecycle"] = Field(
-        "constant", description="after warm-up; cosine and onecycle need schedule_kimg"
-    )
-    schedule_kimg: float | None = Field(
-        None, gt=0, description="kimg the cosine/one-cycle schedule spans; set it to train.kimg"
-    )
-    warmup_steps: int = Field(20, ge=0, description="linear learning-rate warm-up steps")
-    ema_decay: float = Field(0.995, ge=0, lt=1, description="decay of the EMA weights")
-    ema_start: int = Field(
-        2000,
-        ge=0,
-        description="steps before the EMA starts averaging (seed 001; shorter runs sample the weights)",
-    )
-    # sampling
-    sampler: Literal["ddpm", "ddim"] = Field(
-        "ddim",
-        description="ddim, or ddpm (the paper's ancestral sampler, 1000 steps: 40x the cost)",
-    )
-    sample_steps: int | None = Field(25, ge=1, description="None = all T steps")
-    eta: float = Field(0.0, ge=0, description="DDIM noise; 0 = deterministic")
-    ancestral_variance: Literal["beta", "posterior"] = Field(
-        "beta", description="ancestral step variance: beta_t (the paper's) or the posterior's"
-    )
-    clip_denoised: bool = Field(True, description="clip the predicted x0 to [-1, 1] each step")
-    use_ema: bool = Field(True, description="sample from the EMA weights")
-    sample_bf16: bool = Field(
-        True, description="bf16 autocast of the network in sampling (CUDA only)"
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DDPMConfig:
-        if self.sample_steps is not None and self.sample_steps > self.timesteps:
-            raise ValueError(f"sample_steps={self.sample_steps} exceeds timesteps={self.timesteps}")
-        if self.lr_schedule != "constant" and self.schedule_kimg is None:
-            raise ValueError(
-                f"lr_schedule={self.lr_schedule!r} needs schedule_kimg (set it to train.kimg)"
-            )
-        if self.schedule == "linear" and self.beta_end < self.beta_start:
-            raise ValueError("beta_end must not be below beta_start")
-        return self
 
 
 class DDPM(Generator):
@@ -122,16 +149,36 @@ class DDPM(Generator):
     )
 
     def __init__(
-        self, *, spec: DataSpec, config: DDPMConfig, device: torch.device, train_data: Any = None
+        self,
+        *,
+        spec: DataSpec,
+        config: DDPMConfig,
+        device: torch.device,
+        train_data: Any = None,
+        network: nn.Module | None = None,
+        schedule: NoiseSchedule | None = None,
     ) -> None:
+        """``network`` and ``schedule``, when given, replace the ones the config describes
+        (a pretrained model's weights and betas)."""
         super().__init__(spec=spec, config=config, device=device, train_data=train_data)
         c = config
-        self.schedule = NoiseSchedule(
+        self.schedule = schedule or NoiseSchedule(
             kind=c.schedule, timesteps=c.timesteps, beta_start=c.beta_start, beta_end=c.beta_end
         )
-        self.net = UNet(
-            channels=spec.channels,
-            resolution=spec.resolution,
+        self.net = (network if network is not None else self.build_network()).to(self.device)
+        if self.device.type == "cuda":
+            self.net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        self.ema = EMA(self.net, decay=c.ema_decay, start_step=c.ema_start)
+        self.step = 0
+
+    # -- hooks the conditional subclass (and diffusers-unet) override ---------
+    def build_network(self) -> nn.Module:
+        """The noise-prediction network, called as ``call_network(net, x, t, labels, drop)``."""
+        c = self.config
+        return UNet(
+            channels=self.spec.channels,
+            resolution=self.spec.resolution,
             base_channels=c.base_channels,
             channel_mults=c.channel_mults,
             num_res_blocks=c.num_res_blocks,
@@ -142,14 +189,19 @@ class DDPM(Generator):
             norm_groups=c.norm_groups,
             grad_checkpoint=c.grad_checkpoint,
             **self._condition_dims(),
-        ).to(self.device)
-        if self.device.type == "cuda":
-            self.net.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.ema = EMA(self.net, decay=c.ema_decay, start_step=c.ema_start)
-        self.step = 0
+        )
 
-    # -- hooks the conditional subclass overrides ----------------------------
+    def call_network(
+        self,
+        net: nn.Module,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None,
+        drop: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Predicted noise; ``drop`` marks rows that get the null condition."""
+        return net(x, t, labels, drop)
+
     def _condition_dims(self) -> dict[str, int]:
         return {}
 
@@ -160,7 +212,7 @@ class DDPM(Generator):
         return None, None
 
     def predict_eps(
-        self, net: nn.Module, x: torch.Tensor, t: int, labels: torch.Tensor | None
+        self, net: nn.Module, x: torch.Tensor, t: int | float, labels: torch.Tensor | None
     ) -> torch.Tensor:
         """The noise estimate the sampler uses at time index ``t``."""
         return self._forward(net, x, t, None)
@@ -249,17 +301,26 @@ class DDPM(Generator):
 
     def sampling_protocol(self) -> dict[str, Any]:
         c = self.config
-        steps = len(self.schedule.sampling_timesteps(c.sample_steps))
+        plan = sampler_plan(self.schedule, sampler=c.sampler, steps=c.sample_steps)
         out: dict[str, Any] = {
             "sampler": c.sampler,
-            "nfe": steps * self.passes_per_step(),
-            "steps": steps,
-            "timesteps": c.timesteps,
-            "schedule": c.schedule,
-            "clip_denoised": c.clip_denoised,
-            "ema": c.use_ema,
+            "nfe": plan["nfe_per_pass"] * self.passes_per_step(),
+            "steps": plan["steps"],
+            "timesteps": self.schedule.timesteps,
+            "schedule": self.schedule.kind,
         }
-        out.update({"eta": c.eta} if c.sampler == "ddim" else {"variance": c.ancestral_variance})
+        if c.sampler in ("ddpm", "ddim", "diffusers-ddpm", "diffusers-ddim"):
+            out["clip_denoised"] = c.clip_denoised  # the others never clip x_0
+        out["ema"] = c.use_ema
+        if c.sampler in ("ddim", "diffusers-ddim"):
+            out["eta"] = c.eta
+        elif c.sampler in ("ddpm", "diffusers-ddpm"):
+            out["variance"] = c.ancestral_variance
+        if c.sampler in DIFFUSERS_SAMPLERS:
+            out.update(
+                scheduler=f"diffusers.{plan['scheduler']}",
+                timestep_spacing=plan["timestep_spacing"],
+            )
         return out
 
     # -- internals ---------------------------------------------------------
@@ -267,14 +328,15 @@ class DDPM(Generator):
         self,
         net: nn.Module,
         x: torch.Tensor,
-        t: int,
+        t: int | float,
         labels: torch.Tensor | None,
         drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        tt = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        dtype = torch.long if isinstance(t, int) else torch.float32
+        tt = torch.full((len(x),), t, dtype=dtype, device=x.device)
         precision = "auto" if self.config.sample_bf16 else "fp32"
         with autocast(self.device, precision):
-            return net(x, tt, labels, drop).float()
+            return self.call_network(net, x, tt, labels, drop).float()
 
     def _loss(
         self,
@@ -298,7 +360,7 @@ class DDPM(Generator):
             cond, drop = self._train_condition(labels, n)
         else:
             cond, drop = (labels if self.conditional else None), None
-        eps = net(xt, t, cond, drop)
+        eps = self.call_network(net, xt, t, cond, drop)
         return F.mse_loss(eps.float(), noise.float())
 
     def _set_lr(self, batch_size: int) -> float:

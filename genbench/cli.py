@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import signal
 import sys
 from collections.abc import Callable
@@ -117,9 +118,18 @@ def run(
             help="Run only slice I of N of the (model x seed) grid, e.g. 0/4 (array jobs).",
         ),
     ] = None,
+    pretrained: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pretrained",
+            help="MODEL=SOURCE: score these weights without training (a genbench run folder, "
+            "a diffusers folder or hub id for diffusers-unet).",
+        ),
+    ] = None,
 ) -> None:
     """Train, sample and score each model once per seed on the experiment's data.
 
+    With --pretrained, that model is loaded instead of trained and scored the same way.
     Under `torchrun --nproc_per_node=N -m genbench run ...` training is data-parallel.
     """
     from genbench import registry
@@ -135,6 +145,11 @@ def run(
             overrides.append(f"seeds=[{','.join(str(int(s)) for s in _csv(seeds))}]")
         except ValueError:
             raise GenbenchError(f"--seeds {seeds!r}: expected comma-separated integers") from None
+    for item in pretrained or []:
+        name, sep, source = item.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            raise GenbenchError(f"--pretrained {item!r}: expected MODEL=SOURCE")
+        overrides.append(f"pretrained.{name.strip()}={json.dumps(source.strip())}")
     shard_ij = parse_shard(shard) if shard else None
     path = find_experiment(experiment)
     names = set(registry.names())

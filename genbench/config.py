@@ -175,6 +175,20 @@ class ExperimentConfig(_Strict):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     model: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    pretrained: dict[str, str] = Field(
+        default_factory=dict,
+        description="model -> weights to score without training (a genbench run folder, "
+        "or what the generator's from_pretrained reads: a diffusers folder, a hub id)",
+    )
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, v: dict[str, str]) -> dict[str, str]:
+        for m, src in v.items():
+            check_safe_name(m, what="model name")
+            if not src.strip():
+                raise ValueError(f"pretrained source of {m!r} is empty")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -213,9 +227,15 @@ class RunConfig(_Strict):
     sample: SampleConfig
     metrics: MetricsConfig
     generator: dict[str, Any] = Field(default_factory=dict, description="the model's own config")
+    pretrained: str | None = Field(
+        None, description="score these weights without training (see ExperimentConfig)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        d = self.model_dump(mode="json")
+        if d["pretrained"] is None:
+            del d["pretrained"]  # trained runs keep the config (and id) they always had
+        return d
 
     def digest(self) -> str:
         return digest(self.to_dict(), 10)
@@ -573,6 +593,12 @@ def check_model_tables(experiment: ExperimentConfig, *, registered: set[str]) ->
             f"[model.{sorted(stray)[0]}] configures a model that is neither in models = "
             f"{experiment.models} nor a registered generator"
         )
+    unused = sorted(set(experiment.pretrained) - set(experiment.models))
+    if unused:
+        raise ConfigError(
+            f"pretrained weights for {unused[0]!r}, which is not in models = {experiment.models} "
+            f"(add --models {unused[0]})"
+        )
 
 
 def build_run_config(
@@ -587,6 +613,7 @@ def build_run_config(
         sample=experiment.sample,
         metrics=experiment.metrics,
         generator=model_config.model_dump(mode="json"),
+        pretrained=experiment.pretrained.get(model),
     )
 
 

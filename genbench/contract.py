@@ -181,6 +181,28 @@ class Generator(ABC):
         (network evaluations per image). Stored with every sample set."""
         return {"sampler": "direct", "nfe": 1}
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str,
+        *,
+        spec: DataSpec,
+        config: GeneratorConfig,
+        device: torch.device,
+        train_data: Any = None,
+    ) -> Generator:
+        """Optional: the model with weights trained elsewhere, ready to sample.
+
+        ``source`` is what the user passed to ``genbench run --pretrained MODEL=SOURCE``
+        (a folder, a file, a hub id: the generator decides). ``config`` is the
+        resolved config (its sampling settings apply). Raise ``ValueError`` with a
+        one-line reason when ``source`` cannot be used. A genbench run folder of the
+        same model needs no hook: the framework restores its checkpoint. A loader may
+        set ``pretrained_info`` (a JSON-serialisable dict: format, betas, ...) on the
+        model; it is stored with the run. The default says the model has no loader.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no pretrained loader (from_pretrained)")
+
     def train(self, mode: bool = True) -> Generator:
         for module in self.modules().values():
             module.train(mode)

@@ -32,6 +32,10 @@ class TrainingDiverged(GenbenchError):
     exit_code = 1
 
 
+class MissingExtra(ConfigError):
+    """An optional dependency (a ``genbench[extra]``) is not installed; the message names it."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message ("" when it has none)."""
     return (str(exc).strip().splitlines() or [""])[0]

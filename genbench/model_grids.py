@@ -24,10 +24,23 @@ def load_trained_run(run_dir: Path, *, device: str = "auto") -> tuple[Generator,
     if not (run_dir / "config.toml").is_file():
         raise GenbenchError(f"{run_dir} is not a run folder (no config.toml)")
     cfg = read_run_config(run_dir / "config.toml")
+    cls = registry.load(cfg.model)
+    if cfg.pretrained is not None:  # no checkpoint of its own: load its source again
+        from genbench.pretrained import load_pretrained
+
+        bundle = load_data(cfg.data)
+        model, _ = load_pretrained(
+            cls,
+            cfg,
+            spec=bundle.spec,
+            config=cls.Config.model_validate(cfg.generator),
+            device=resolve_device(device),
+            train_data=bundle.train,
+        )
+        return model.eval(), bundle
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise CheckpointError(f"{run_dir} has no checkpoint yet")
-    cls = registry.load(cfg.model)
     bundle = load_data(cfg.data)
     model = cls(
         spec=bundle.spec,

@@ -1,6 +1,7 @@
 """One run, as a pipeline of named steps:
 
     prepare -> build -> train (or reuse) -> sample -> score -> write
+    prepare -> load pretrained weights   -> sample -> score -> write
 
 Under torchrun every rank runs the steps together (training, sampling and the
 sample features are split across ranks); rank 0 alone writes the run folder and
@@ -26,6 +27,7 @@ from genbench.device import seed_everything
 from genbench.distributed import SINGLE, DistInfo, all_gather_objects, barrier, broadcast_object
 from genbench.errors import ConfigError
 from genbench.io import write_json, write_text
+from genbench.pretrained import load_pretrained, train_record
 from genbench.progress import Reporter
 from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
 from genbench.sampling import assemble, generate, plan_labels, write_sample_set
@@ -57,9 +59,16 @@ class Run:
 
 @dataclass
 class Trained:
-    result: TrainResult
-    key: str  # train_key: runs with the same key share their training
+    result: TrainResult | None  # None: pretrained, not trained under this protocol
+    key: str | None  # train_key: runs with the same key share their training
     reused_from: str | None  # the run whose training was copied, if any
+    pretrained: dict[str, Any] | None = None  # where pretrained weights came from
+
+    def record(self) -> dict[str, Any]:
+        """metrics.json's "train" section."""
+        if self.result is None:
+            return train_record(self.pretrained or {})
+        return {**self.result.to_dict(), "train_key": self.key, "reused_from": self.reused_from}
 
 
 @dataclass
@@ -86,8 +95,11 @@ def execute_run(
     """Do one run; returns its metrics.json record ({} on ranks other than 0)."""
     run = Run(config, cls, bundle, folder, device, reporter, dist_info)
     model_cfg = prepare(run, resume=resume)
-    model = build(run, model_cfg)
-    trained = train_or_reuse(run, model, resume=resume)
+    if config.pretrained is not None:
+        model, trained = load_weights(run, model_cfg)
+    else:
+        model = build(run, model_cfg)
+        trained = train_or_reuse(run, model, resume=resume)
     samples = sample(run, model)
     features = shared_features(run, samples)
     if not run.main:
@@ -126,6 +138,17 @@ def build(run: Run, model_cfg: GeneratorConfig) -> Generator:
     seed_everything(run.config.seed)
     b = run.bundle
     return run.cls(spec=b.spec, config=model_cfg, device=run.device, train_data=b.train)
+
+
+def load_weights(run: Run, model_cfg: GeneratorConfig) -> tuple[Generator, Trained]:
+    """Pretrained: the model with weights trained elsewhere; nothing is trained here."""
+    seed_everything(run.config.seed)
+    b = run.bundle
+    model, info = load_pretrained(
+        run.cls, run.config, spec=b.spec, config=model_cfg, device=run.device, train_data=b.train
+    )
+    run.reporter.info(f"{run.config.run_id}: pretrained weights from {run.config.pretrained}")
+    return model, Trained(None, None, None, pretrained=info)
 
 
 def train_or_reuse(run: Run, model: Generator, *, resume: bool) -> Trained:
@@ -243,11 +266,7 @@ def describe(run: Run, model: Generator, trained: Trained, samples: Samples) -> 
         "generator_distribution": registry.entry(cfg.model).distribution,
         "parameters": params,
         "parameters_total": sum(params.values()),
-        "train": {
-            **trained.result.to_dict(),
-            "train_key": trained.key,
-            "reused_from": trained.reused_from,
-        },
+        "train": trained.record(),
         "sampling": {
             **samples.protocol,
             "n": n,

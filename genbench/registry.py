@@ -13,7 +13,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from genbench.contract import Generator
-from genbench.errors import PluginError
+from genbench.errors import MissingExtra, PluginError
 from genbench.naming import SAFE_NAME
 
 GROUP = "genbench.generators"
@@ -74,6 +74,8 @@ def load(name: str) -> type[Generator]:
     e = entry(name)
     try:
         obj = e.entry_point.load()
+    except MissingExtra:  # an optional extra not installed: its own one-line message
+        raise
     except Exception as exc:  # any import failure of a plugin is reported, not raised through
         raise PluginError(
             f"generator {name!r} ({e.value}, from {e.distribution}) failed to import: "
@@ -91,6 +93,6 @@ def check_all() -> dict[str, str | None]:
         try:
             load(name)
             status[name] = None
-        except PluginError as exc:
+        except (PluginError, MissingExtra) as exc:
             status[name] = str(exc)
     return status

@@ -31,8 +31,9 @@ from genbench.distributed import (
     from_env,
     shutdown,
 )
-from genbench.errors import ConfigError, GenbenchError, first_line, one_line
+from genbench.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
 from genbench.pipeline import execute_run
+from genbench.pretrained import check_source
 from genbench.progress import Reporter
 from genbench.rundir import RunFolder, set_status, try_lock_run
 
@@ -67,6 +68,8 @@ def plan(experiment: ExperimentConfig, *, experiment_file: str = "experiment") -
         registry.entry(name)  # unknown names fail loudly, before anything runs
         try:
             cls = registry.load(name)
+        except MissingExtra:
+            raise  # a setup error for the whole command, not one failing run
         except GenbenchError as exc:
             cfg = build_run_config(experiment, name, 0, _EmptyConfig())
             planned += [
@@ -374,6 +377,8 @@ def check_specs(runs: list[PlannedRun], bundle: DataBundle) -> None:
     for r in runs:
         if r.generator_cls is None:
             continue
+        if r.config.pretrained is not None:
+            check_source(r.generator_cls, r.config)
         try:
             model_cfg = r.generator_cls.Config.model_validate(r.config.generator)
             r.generator_cls.check_spec(spec, model_cfg)

@@ -7,6 +7,7 @@ from genbench import registry
 from genbench.config import DataConfig
 from genbench.contract import DataSpec, Generator
 from genbench.data import load_data
+from genbench.errors import MissingExtra
 
 NAMES = registry.names()
 
@@ -17,7 +18,10 @@ def digits():
 
 
 def build(name, data, *, condition="classes") -> Generator:
-    cls = registry.load(name)
+    try:
+        cls = registry.load(name)
+    except MissingExtra as exc:  # an optional extra (genbench[diffusers]) not installed
+        pytest.skip(str(exc))
     spec = (
         data.spec
         if condition == "classes"

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-ScheduleKind = Literal["linear", "cosine"]
+ScheduleKind = Literal["linear", "cosine", "custom"]  # custom: explicit betas
 AncestralVariance = Literal["beta", "posterior"]
 Time = int | torch.Tensor
 
@@ -41,6 +41,7 @@ class NoiseSchedule:
         timesteps: T, the number of diffusion steps.
         beta_start, beta_end: the linear schedule's end points.
         cosine_s, max_beta: the cosine schedule's offset and beta clip.
+        betas: explicit betas instead (``kind`` becomes ``"custom"``, T their count).
 
     ``t`` arguments are a Python int (one step for the whole batch, as in
     sampling) or an int64 tensor with one index per image (as in training).
@@ -56,10 +57,17 @@ class NoiseSchedule:
         beta_end: float = 0.02,
         cosine_s: float = 0.008,
         max_beta: float = 0.999,
+        betas: torch.Tensor | None = None,
     ) -> None:
+        if betas is not None:  # explicit betas (a pretrained model's), T taken from them
+            kind, timesteps = "custom", len(betas)
         if timesteps < 1:
             raise ValueError(f"timesteps must be at least 1, got {timesteps}")
-        if kind == "linear":
+        if betas is not None:
+            betas = torch.as_tensor(betas, dtype=torch.float64)
+            if not bool(((betas > 0) & (betas < 1)).all()):
+                raise ValueError("explicit betas must lie in (0, 1)")
+        elif kind == "linear":
             betas = linear_betas(timesteps, beta_start=beta_start, beta_end=beta_end)
         elif kind == "cosine":
             betas = cosine_betas(timesteps, s=cosine_s, max_beta=max_beta)

@@ -179,6 +179,8 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
             row["gflop_per_img"] = row["train_flops"] / seen / 1e9
         row["stopped_by"] = tr.get("stopped_by")
         row["reused_from"] = tr.get("reused_from")
+        # Scored weights trained elsewhere: no budget, time or FLOPs of this protocol.
+        row["pretrained"] = bool(tr.get("pretrained"))
     sm = m.get("sampling") or {}
     if sm:
         row["sampler"] = sm.get("sampler")

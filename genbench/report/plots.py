@@ -295,6 +295,8 @@ class PlotWriter:
                     x, y, yerr=None if math.isnan(c) else c, fmt="o", color=colors[lab], capsize=3
                 )
                 ax.annotate(lab, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            if xk == "nfe":
+                self._sampler_curves(ax, g, agg, xs, ys)
             front = pareto_front(xs, ys, x_better=xbetter, y_better=col.better or "lower")
             if front:
                 fx, fy = zip(*[(xs[i], ys[i]) for i in front], strict=True)
@@ -316,6 +318,23 @@ class PlotWriter:
             "Each point is a model's mean over seeds (whiskers: 95% CI). Dashed: the Pareto "
             "front, the models no other model beats on both quality and sampling cost.",
         )
+
+    def _sampler_curves(
+        self, ax: Any, g: Group, agg: pd.DataFrame, xs: list[float], ys: list[float]
+    ) -> None:
+        """One line per (model, sampler, other settings) through its step counts: a
+        sampler sweep (sampler x sample_steps) reads as quality-vs-NFE curves."""
+        curves: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+        for i, (_, r) in enumerate(agg.iterrows()):
+            run = self._first_run(g, r["model"], r["variant"])
+            v = self.s.variants.get(run.run_id, {}) if run else {}
+            rest = tuple(sorted((k, val) for k, val in v.items() if k != "sample_steps"))
+            if not (math.isnan(xs[i]) or math.isnan(ys[i])):
+                curves.setdefault((r["model"], r.get("sampler"), rest), []).append((xs[i], ys[i]))
+        for (model, sampler, _), pts in sorted(curves.items(), key=lambda kv: str(kv[0])):
+            if len(pts) > 1:
+                px, py = zip(*sorted(pts), strict=True)
+                ax.plot(px, py, "-", lw=1.2, alpha=0.8, label=f"{model} · {sampler}")
 
     # -- sweeps -------------------------------------------------------------------------
     def sweeps(self, g: Group, tag: str) -> None:

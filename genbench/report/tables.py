@@ -72,6 +72,7 @@ ID_COLUMNS = (
     "status",
 )
 TAIL_COLUMNS = (
+    "pretrained",
     "sampler",
     "stopped_by",
     "reused_from",
@@ -346,6 +347,8 @@ def _aggregate(seeds: pd.DataFrame) -> pd.DataFrame:
             if k in grp:
                 vals = pd.to_numeric(grp[k], errors="coerce").dropna()
                 row[k] = float(vals.mean()) if len(vals) else None
+        if "pretrained" in grp:
+            row["pretrained"] = bool(grp["pretrained"].fillna(False).astype(bool).any())
         for k in ("device", "sampler", "stopped_by"):
             if k in grp:
                 row[k] = ", ".join(sorted({str(v) for v in grp[k] if isinstance(v, str) and v}))
@@ -456,7 +459,19 @@ def fmt_ci(half: Any, fmt: str = "g") -> str:
     return f"{h:#.2g}" if h >= 1e-3 else f"{h:.1e}"  # two digits: "5.0", "0.19"
 
 
+#: Columns a pretrained run (weights trained elsewhere) has no value for under this protocol.
+NOT_TRAINED_HERE = ("kimg", "train_s", "train_flops")
+PRETRAINED_NOTE = "pretrained: not trained under this protocol"
+
+
+def is_pretrained(row: pd.Series) -> bool:
+    v = row.get("pretrained")
+    return isinstance(v, (bool, np.bool_)) and bool(v)  # NaN (older rows) is not a flag
+
+
 def cell_text(row: pd.Series, col: Column, *, with_ci: bool) -> str:
+    if col.key in NOT_TRAINED_HERE and is_pretrained(row):
+        return "n/a"
     v = row.get(col.key)
     text = fmt_value(v, col.fmt)
     if not text or not with_ci or col.fmt == "str":
@@ -475,7 +490,8 @@ def model_label(row: pd.Series) -> str:
     name = str(row.get("model"))
     if row.get("row") == "real":
         return "real data (floor)"
-    return f"{name} [{v}]" if isinstance(v, str) and v else name
+    label = f"{name} [{v}]" if isinstance(v, str) and v else name
+    return f"{label} ({PRETRAINED_NOTE})" if is_pretrained(row) else label
 
 
 def _present(df: pd.DataFrame) -> list[Column]:
