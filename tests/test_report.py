@@ -249,7 +249,8 @@ def test_mean_and_student_t_interval_over_seeds(results, tmp_path):
     cgan = df[(df["row"] == "mean") & (df["model"] == "cgan")].iloc[0]
     assert cgan["n_seeds"] == 1 and pd.isna(cgan["fid_ci95"])
     md = (tmp_path / "summary.md").read_text()
-    assert re.search(r"\| cgan \| 1 \| 20 ± n/a \|", md), md
+    # (N = 16 < 2048: KID leads, FID beside it.)
+    assert re.search(r"\| cgan \| 1 \| 0.02 ± n/a \| 20 ± n/a \|", md), md
     assert "12 ± 5.0" in md
 
 
@@ -430,7 +431,10 @@ def test_cli_report_prints_the_aggregated_table_and_failed_runs(results, tmp_pat
     assert res.exit_code == 0, res.output
     flat = " ".join(res.output.split())
     assert "real data (floor)" in flat and "FID ↓" in flat
-    assert "FID (lower is better): gan 12 ± 5.0 (2 s training, 1 NFE); cgan 20 ± n/a" in flat
+    assert (
+        "KID (lower is better, unbiased at this small N; FID beside it): gan 0.012 ± 0.0050, "
+        "FID 12 (2 s training, 1 NFE); cgan 0.02 ± n/a, FID 20" in flat
+    )
     assert re.search(r"failed fake-dcgan-s0-\S+: <script>alert\(1\)</script> boom", flat)
     assert not (tmp_path / "report.html").exists() and (tmp_path / "summary.csv").exists()
 

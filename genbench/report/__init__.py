@@ -29,6 +29,7 @@ from genbench.report.tables import (
     display_table,
     headline,
     rich_tables,
+    separation_markdown,
     summarize,
     t_ci95,
     to_latex,
@@ -70,6 +71,13 @@ def _markdown(summary: Summary, tables: list[DisplayTable], per_seed: list[Displ
         if line := headline(summary, g):
             lines += [f"**{t.title}**: {line}", ""]
     lines += ["## Models (mean over seeds)", "", to_markdown(tables)]
+    matrices = [
+        (t, m) for g, t in zip(summary.groups, tables, strict=True) if (m := separation_markdown(g))
+    ]
+    if matrices:
+        lines += ["## Which differences the data supports", ""]
+        for t, m in matrices:
+            lines += [f"### {t.title}", "", m]
     lines += ["## Per seed", "", to_markdown(per_seed)]
     if summary.failed:
         lines += ["## Failed and unfinished runs", ""]

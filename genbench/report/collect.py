@@ -33,6 +33,7 @@ class RunRecord:
     experiment: str | None = None
     model: str | None = None
     seed: int | None = None
+    _boot: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_real(self) -> bool:
@@ -52,6 +53,16 @@ class RunRecord:
 
     def snapshots(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / "snapshots.jsonl")
+
+    def bootstrap(self) -> dict[str, Any]:
+        """RUN/bootstrap.json (per-replicate FID and KID), {} when absent or unreadable."""
+        if self._boot is None:
+            boot = self.metrics.get("bootstrap")
+            name = boot.get("file") if isinstance(boot, dict) else None
+            p = self.path / Path(str(name or "bootstrap.json")).name  # never outside the run
+            data, _ = _read_dict(p)
+            self._boot = data
+        return self._boot
 
     def cfg_sweep(self) -> list[dict[str, Any]]:
         p = self.path / "cfg_sweep.json"
@@ -193,7 +204,21 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
     row["device"] = env.get("device_name") or env.get("device")
     if rec.is_real:
         row["device"] = None  # the floor row measures data, not a device
-    row.update(flatten_scores(m.get("scores") or {}))
+    scores = flatten_scores(m.get("scores") or {})
+    if "copy_rate" in scores:  # the copy audit replaces the old memorization scores
+        for k in ("memorization", "memorization_pixel"):
+            scores.pop(k, None)
+    row.update(scores)
+    cp = m.get("copies")
+    if isinstance(cp, dict):
+        row["flagged"] = bool(cp.get("flagged"))
+        ci = cp.get("rate_ci95")
+        if isinstance(ci, (list, tuple)) and len(ci) == 2:
+            row["copy_rate_ci95_lo"], row["copy_rate_ci95_hi"] = _num(ci[0]), _num(ci[1])
+        row["copy_p_value"] = _num(cp.get("p_value"))
+        row["copy_heldout_rate"] = _num(cp.get("heldout_rate"))
+        if row.get("copy_rate") is None:
+            row["copy_rate"] = _num(cp.get("rate"))
     return row
 
 

@@ -1,5 +1,6 @@
 """Image grids for the report: each model's fixed samples (seed 0), per class for
-conditional models, class-mix grids and memorization pairs from the run folders,
+conditional models, class-mix grids, the copy audit's matched pairs (copies.png;
+memorization.png of older runs) from the run folders,
 and a grid of real held-out images for reference."""
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Grid:
     title: str
     path: str  # relative to the report folder
     caption: str = ""
-    kind: str = "samples"  # samples | per-class | mix | memorization | real
+    kind: str = "samples"  # samples | per-class | mix | copies | memorization | real
     row_labels: tuple[str, ...] = ()
 
 
@@ -118,6 +119,9 @@ class GridWriter:
                 lambda r=rec, lab=label, t=tag: self.memorization(r, lab, t),
             )
         for rec in self.s.records:
+            if rec.done and (rec.path / "copies.png").is_file():
+                self._safe(f"copy audit of {rec.run_id}", lambda r=rec: self.copies(r))
+        for rec in self.s.records:
             if rec.done:
                 self._safe(f"mix grids of {rec.run_id}", lambda r=rec: self.mix_grids(r))
         return self.grids
@@ -197,10 +201,34 @@ class GridWriter:
                 )
             )
 
-    def memorization(self, rec: RunRecord, label: str, tag: str) -> None:
-        src = rec.path / "memorization.png"
+    def copies(self, rec: RunRecord) -> None:
+        """RUN/copies.png (rows of sample | matched training image, copies first) with
+        the audit's rate, interval, flag and the matched pairs' transforms."""
+        cp = rec.metrics.get("copies")
+        cp = cp if isinstance(cp, dict) else {}
+        name = Path(str(cp.get("image") or "copies.png")).name
+        src = rec.path / name
         if not src.is_file():
             return
+        who = "real held-out images" if rec.is_real else f"{rec.model} seed {rec.seed}"
+        path, rel = self._rel(f"{slug(f'{rec.experiment}-{rec.run_id}')}-copies.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+        self.grids.append(
+            Grid(
+                f"{rec.experiment}: copy audit of {who}"
+                + (" ⚠ FLAGGED for copying" if cp.get("flagged") else ""),
+                rel,
+                copies_caption(cp),
+                kind="copies",
+                row_labels=tuple(pair_label(p) for p in _pairs(cp)),
+            )
+        )
+
+    def memorization(self, rec: RunRecord, label: str, tag: str) -> None:
+        src = rec.path / "memorization.png"
+        if (rec.path / "copies.png").is_file() or not src.is_file():
+            return  # the copy audit replaces the old memorization pairs
         path, rel = self._rel(f"{tag}-memorization.png")
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, path)
@@ -282,6 +310,44 @@ class GridWriter:
         self.grids.append(
             Grid(f"{experiment}: real data", rel, caption, kind="real", row_labels=row_names)
         )
+
+
+def _pairs(cp: dict[str, Any]) -> list[dict[str, Any]]:
+    pairs = cp.get("pairs")
+    return [p for p in pairs if isinstance(p, dict)] if isinstance(pairs, list) else []
+
+
+def _f(v: Any, spec: str = ".3g") -> str:
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
+
+def pair_label(p: dict[str, Any]) -> str:
+    """One row of copies.png: "sample 3 ~ training 1204 (mirror, shift (+1, -2) px), NCC 0.99; copy"."""
+    text = f"sample {p.get('sample', '?')} ~ training {p.get('train_index', '?')}"
+    if p.get("transform"):
+        text += f" ({p['transform']})"
+    text += f", NCC {_f(p.get('ncc'))}"
+    if isinstance(p.get("ratio"), (int, float)):
+        text += f", ratio {_f(p.get('ratio'))}"
+    return text + ("; copy" if p.get("copy") else "")
+
+
+def copies_caption(cp: dict[str, Any]) -> str:
+    """The audit's numbers in one sentence (rate, Wilson interval, held-out rate, test)."""
+    if not cp:
+        return "Each sample beside its matched training image."
+    rate, ci = cp.get("rate"), cp.get("rate_ci95")
+    text = f"Copy rate {_f(rate)}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        text += f" [{_f(ci[0])}, {_f(ci[1])}]"
+    text += f" ({cp.get('n_copies', '?')} of {cp.get('n_samples', '?')} samples)"
+    if "heldout_rate" in cp:
+        text += f"; held-out real images: {_f(cp.get('heldout_rate'))}"
+    if "p_value" in cp:
+        text += f"; p = {_f(cp.get('p_value'))} against the held-out rate"
+    text += "; flagged" if cp.get("flagged") else "; not flagged"
+    text += ". Rows: sample | matched training image, copies first."
+    return text
 
 
 def write_grids(

@@ -71,6 +71,27 @@ def table_html(t: DisplayTable) -> str:
     )
 
 
+def separation_html(g: Group) -> str:
+    """The group's separation matrix on its lead metric (row vs column)."""
+    sep = g.separation.get(g.lead)
+    if not sep or len(sep["models"]) < 2:
+        return ""
+    names = sep["models"]
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    body = "".join(
+        f"<tr><td>{_e(m)}</td>"
+        + "".join(f"<td>{_e(sep['matrix'][m][c] or '·')}</td>" for c in names)
+        + "</tr>"
+        for m in names
+    )
+    label = sep["metric"].upper()
+    return (
+        f'<details open><summary>separation on {_e(label)} (row vs column): "beats" only where '
+        "the training-seed interval and the paired bootstrap over samples agree</summary>"
+        f'<table class="separation"><tr><th></th>{head}</tr>{body}</table></details>'
+    )
+
+
 def _protocol_html(g: Group) -> str:
     p = g.protocol
     if not p:
@@ -131,6 +152,7 @@ def render(
         if line := headline(summary, g):
             parts.append(f'<p class="headline">{_e(line)}</p>')
         parts.append(table_html(t))
+        parts.append(separation_html(g))
         per_seed = display_table(summary, g, per_seed=True)
         parts.append(
             f"<details><summary>per-seed values ({len(per_seed.rows)} rows)</summary>"

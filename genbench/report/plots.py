@@ -19,7 +19,15 @@ import pandas as pd
 
 from genbench.naming import slug
 from genbench.report.collect import RunRecord, flatten_scores
-from genbench.report.tables import COLUMN, QUALITY, Group, Summary, model_label, primary_metric
+from genbench.report.tables import (
+    COLUMN,
+    QUALITY,
+    Group,
+    Summary,
+    is_true,
+    model_label,
+    primary_metric,
+)
 from genbench.rundir import LOG_BOOKKEEPING
 
 PALETTE = (
@@ -137,6 +145,7 @@ class PlotWriter:
         if not keys:
             return
         labels = [model_label(r) for _, r in agg.iterrows()]
+        flagged = [is_true(v) for v in agg.get("flagged", pd.Series([False] * len(agg)))]
         colors = self.colors
         ncols = min(4 if len(labels) <= 3 else 3, len(keys))
         nrows = math.ceil(len(keys) / ncols)
@@ -149,12 +158,32 @@ class PlotWriter:
             means = [_num(v) for v in agg[key]]
             cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
             have = [i for i, m in enumerate(means) if not math.isnan(m)]
-            ax.bar(
+            bars = ax.bar(
                 [x[i] for i in have],
                 [means[i] for i in have],
                 color=[colors[labels[i]] for i in have],
                 alpha=0.8,
             )
+            for bar, i in zip(bars.patches, have, strict=True):
+                if flagged[i]:  # flagged for copying: hatched, red edge, never "best"
+                    bar.set_hatch("xx")
+                    bar.set_edgecolor("red")
+            sampling = [
+                i for i in have if not cis[i] > 0 and not math.isnan(_num(lo_hi(agg, key, i)[0]))
+            ]
+            if sampling:  # one seed: the bootstrap interval over samples, drawn in gray
+                lows = [means[i] - _num(lo_hi(agg, key, i)[0]) for i in sampling]
+                highs = [_num(lo_hi(agg, key, i)[1]) - means[i] for i in sampling]
+                ax.errorbar(
+                    [x[i] for i in sampling],
+                    [means[i] for i in sampling],
+                    yerr=[np.maximum(lows, 0), np.maximum(highs, 0)],
+                    fmt="none",
+                    ecolor="gray",
+                    elinewidth=1,
+                    capsize=3,
+                    ls=":",
+                )
             spread = [i for i in have if cis[i] > 0]  # NaN (one seed) compares False
             if spread:
                 ax.errorbar(
@@ -205,14 +234,16 @@ class PlotWriter:
             fig,
             f"metrics-{tag}",
             f"Metrics, {g.title}",
-            "Bars: mean over training seeds; whiskers: 95% Student-t interval (none with one seed); "
+            "Bars: mean over training seeds; black whiskers: 95% Student-t interval over seeds; "
+            "gray whiskers (one seed): the bootstrap interval over samples, sampling only; "
+            "hatched red bars: flagged for copying (⚠copies), never best; "
             "dots: individual seeds; dashed: the real-data floor.",
         )
 
     # -- quality vs training compute ---------------------------------------------------
     def vs_compute(self, g: Group, tag: str) -> None:
         seeds = self.s.rows(g, "run")
-        key = primary_metric(seeds)
+        key = primary_metric(seeds, lead=g.lead)
         if key is None or seeds.empty:
             return
         use_flops = (
@@ -267,7 +298,7 @@ class PlotWriter:
     # -- quality vs sampling cost -------------------------------------------------------
     def vs_sampling(self, g: Group, tag: str) -> None:
         agg = self.s.rows(g, "mean")
-        key = primary_metric(agg)
+        key = primary_metric(agg, lead=g.lead)
         if key is None or agg.empty:
             return
         col = COLUMN[key]
@@ -339,7 +370,7 @@ class PlotWriter:
     # -- sweeps -------------------------------------------------------------------------
     def sweeps(self, g: Group, tag: str) -> None:
         agg = self.s.rows(g, "mean")
-        key = primary_metric(agg)
+        key = primary_metric(agg, lead=g.lead)
         if key is None or agg.empty:
             return
         col = COLUMN[key]
@@ -563,6 +594,14 @@ def pareto_front(
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: xs[i])
+
+
+def lo_hi(agg: pd.DataFrame, key: str, i: int) -> tuple[Any, Any]:
+    """Row i's sampling-only bootstrap interval of ``key`` (NaN where there is none)."""
+    lo, hi = f"{key}_ci95_sampling_lo", f"{key}_ci95_sampling_hi"
+    if lo not in agg or hi not in agg:
+        return math.nan, math.nan
+    return agg[lo].iloc[i], agg[hi].iloc[i]
 
 
 def write_plots(summary: Summary, out_dir: Path) -> tuple[list[Figure], list[str]]:

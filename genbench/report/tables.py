@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from genbench.metrics.protocol import COMPARABLE_KEYS, mark_comparable
+from genbench.report import verdict
 from genbench.report.collect import RunRecord, run_row
 
 
@@ -38,7 +39,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("recall", "recall", "higher", "quality"),
     Column("fid_class_mean", "per-class FID", "lower", "quality"),
     Column("class_consistency", "class consistency", "higher", "quality"),
-    Column("memorization", "memorization", "lower", "quality"),
+    Column("copy_rate", "copy rate", "lower", "quality"),
+    Column("memorization", "memorization", "lower", "quality"),  # old runs without copy_rate
     Column("params_m", "params (M)", "lower", "cost"),
     Column("kimg", "kimg seen", None, "cost"),
     Column("train_s", "train time (s)", "lower", "cost"),
@@ -46,6 +48,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("nfe", "NFE", "lower", "cost", "int"),
     Column("sample_img_s", "sample img/s", "higher", "cost", "sci"),
     Column("device", "device", None, "info", "str"),
+    Column("audit", "audit", None, "info", "str"),
 )
 COLUMN = {c.key: c for c in COLUMNS}
 QUALITY = tuple(c.key for c in COLUMNS if c.kind == "quality")
@@ -58,6 +61,8 @@ EXTRA_MEANS = (
     "f_score",
     "kid_class_mean",
     "memorization_pixel",
+    "copy_p_value",
+    "copy_heldout_rate",
     "n",
 )
 ID_COLUMNS = (
@@ -78,6 +83,8 @@ TAIL_COLUMNS = (
     "reused_from",
     "comparable",
     "protocol_diff",
+    "flagged",
+    "at_floor",
     "best",
     "run_id",
     "error",
@@ -85,10 +92,13 @@ TAIL_COLUMNS = (
 CONFIG_IGNORED = ("experiment", "model", "seed")
 
 CI_NOTE = (
-    "Values are means over training seeds ± the 95% Student-t confidence interval "
-    "(n/a with one seed: no interval, never the best of several). Bold: the best mean "
-    "in a column among the models of one protocol group; where intervals overlap, these "
-    "seeds do not separate the models."
+    "Values are means over training seeds ± the 95% Student-t confidence interval. With one "
+    "training seed, FID and KID show the bootstrap 95% interval over the generated samples "
+    "in brackets, labelled 'sampling only' (it leaves out training noise); n/a where there is "
+    "none. Bold: the best mean in a column among the unflagged models of one protocol group. "
+    "'⚠copies': flagged by the copy audit, never ranked or marked best. At N < 2048 the "
+    "report leads with KID (unbiased). 'A beats B' only where both the training-seed interval "
+    "and the paired bootstrap over samples separate them; see the separation matrix."
 )
 
 
@@ -169,6 +179,9 @@ class Group:
     main: bool  # the experiment's reference protocol (the most common one)
     differences: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    n: int | None = None  # generated samples per run (the protocol's N)
+    lead: str = "fid"  # the metric the group is ranked on: KID at small N
+    separation: dict[str, Any] = field(default_factory=dict)  # metric -> matrix (verdict.py)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -210,6 +223,9 @@ class Summary:
                     "differences_from_main": g.differences,
                     "protocol": g.protocol,
                     "warnings": g.warnings,
+                    "n": g.n,
+                    "lead_metric": g.lead,
+                    "separation": g.separation,
                 }
                 for g in self.groups
             ],
@@ -309,7 +325,9 @@ def summarize(records: list[RunRecord]) -> Summary:
         real = members[members["row"] == "real"]
         seeds = members[members["row"] == "run"]
         agg = _aggregate(seeds)
-        agg = _rank(agg)
+        real, agg, seeds = _judge(g, records, real, agg, seeds)
+        agg = _rank(agg, lead=g.lead)
+        _reorder_separation(g, agg)
         parts += [real, agg, seeds.sort_values(["model", "variant", "seed"], kind="stable")]
     # Unfinished runs were measured under no protocol: they belong to no group's table.
     parts.append(runs[~runs.index.isin(ok)].assign(protocol=None))
@@ -356,22 +374,111 @@ def _aggregate(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def primary_metric(df: pd.DataFrame) -> str | None:
-    """The first quality column with a value: the ranking the report leads with."""
-    for k in QUALITY:
+def _audit_text(flagged: bool, floor: bool) -> str:
+    if flagged:
+        return "flagged for copying training images"
+    return verdict.FLOOR_MARK if floor else ""
+
+
+def _sampling_cols(row: dict[str, Any], recs: list[RunRecord]) -> None:
+    for metric in verdict.BOOT_METRICS:
+        ci = verdict.sampling_ci(recs, metric) if recs else None
+        row[f"{metric}_ci95_sampling_lo"] = ci[0] if ci else None
+        row[f"{metric}_ci95_sampling_hi"] = ci[1] if ci else None
+
+
+def _judge(
+    g: Group,
+    records: list[RunRecord],
+    real: pd.DataFrame,
+    agg: pd.DataFrame,
+    seeds: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Copy flags, the floor test, sampling intervals and the separation matrix of a group."""
+    ns = pd.to_numeric(seeds["n"], errors="coerce").dropna() if "n" in seeds else pd.Series()
+    g.n = int(ns.median()) if len(ns) else None
+    g.lead = verdict.lead_metric(g.n)
+    real_rec = records[int(real.index[0])] if not real.empty else None
+    real, seeds = real.copy(), seeds.copy()
+    for df in (real, seeds):
+        rows = []
+        for i in df.index:
+            rec = records[int(i)]
+            flagged = verdict.is_flagged(rec)
+            floor = not rec.is_real and verdict.at_floor([rec], real_rec)
+            row: dict[str, Any] = {"flagged": flagged, "at_floor": floor}
+            row["audit"] = _audit_text(flagged, floor)
+            _sampling_cols(row, [rec])
+            rows.append(row)
+        for k in ("flagged", "at_floor", "audit", *_SAMPLING_KEYS):
+            df[k] = [r[k] for r in rows] if rows else []
+    if agg.empty:
+        return real, agg, seeds
+    models: dict[str, list[RunRecord]] = {}
+    extra = []
+    for _, a in agg.iterrows():
+        sel = (seeds["model"] == a["model"]) & (seeds["variant"] == a["variant"])
+        recs = [records[int(i)] for i in seeds.index[sel]]
+        flagged = any(verdict.is_flagged(r) for r in recs)
+        floor = verdict.at_floor(recs, real_rec)
+        row = {"flagged": flagged, "at_floor": floor, "audit": _audit_text(flagged, floor)}
+        _sampling_cols(row, recs)
+        if len(recs) == 1:  # one seed: the audit's own (Wilson) interval of the copy rate
+            one = seeds[sel].iloc[0]
+            for k in ("copy_rate_ci95_lo", "copy_rate_ci95_hi"):
+                row[k] = one.get(k)
+        extra.append(row)
+        models[model_label(a) + (f" {verdict.COPY_MARK}" if flagged else "")] = recs
+    agg = agg.copy()
+    for k in extra[0]:
+        agg[k] = [r.get(k) for r in extra]
+    g.separation = {m: verdict.separation(models, m) for m in _lead_order(g.lead)}
+    return real, agg, seeds
+
+
+def _reorder_separation(g: Group, agg: pd.DataFrame) -> None:
+    """The matrix in the table's (ranked) order."""
+    order = [model_label(r) for _, r in agg.iterrows()]
+    for sep in g.separation.values():
+        names = [n for n in order if n in sep["models"]]
+        names += [n for n in sep["models"] if n not in names]
+        sep["models"] = names
+        sep["matrix"] = {m: {c: sep["matrix"][m][c] for c in names} for m in names}
+
+
+_SAMPLING_KEYS = tuple(f"{m}_ci95_sampling_{e}" for m in verdict.BOOT_METRICS for e in ("lo", "hi"))
+
+
+def _lead_order(lead: str) -> tuple[str, ...]:
+    return ("kid", "fid") if lead == "kid" else ("fid", "kid")
+
+
+def primary_metric(df: pd.DataFrame, *, lead: str | None = None) -> str | None:
+    """The lead metric if it has a value, else the first quality column with one:
+    the ranking the report leads with."""
+    for k in (*([lead] if lead else []), *QUALITY):
         if k in df and pd.to_numeric(df[k], errors="coerce").notna().any():
             return k
     return None
 
 
-def _rank(agg: pd.DataFrame) -> pd.DataFrame:
+def _flags(df: pd.DataFrame) -> pd.Series:
+    if "flagged" not in df:
+        return pd.Series(False, index=df.index)
+    return df["flagged"].map(lambda v: v is True or v == 1.0)
+
+
+def _rank(agg: pd.DataFrame, *, lead: str | None = None) -> pd.DataFrame:
+    """Best values per column among the unflagged models; unflagged rows first, by the
+    lead metric (flagged runs are listed last, never best)."""
     if agg.empty:
         return agg
+    flagged = _flags(agg)
     best: list[list[str]] = [[] for _ in range(len(agg))]
     for c in COLUMNS:
         if c.better is None or c.key not in agg:
             continue
-        vals = pd.to_numeric(agg[c.key], errors="coerce")
+        vals = pd.to_numeric(agg[c.key], errors="coerce").where(~flagged)
         if vals.notna().sum() < 2 or math.isclose(
             vals.min(), vals.max(), rel_tol=1e-9, abs_tol=1e-12
         ):
@@ -382,12 +489,15 @@ def _rank(agg: pd.DataFrame) -> pd.DataFrame:
                 best[i].append(c.key)
     agg = agg.copy()
     agg["best"] = [";".join(b) for b in best]
-    key = primary_metric(agg)
+    key = primary_metric(agg, lead=lead)
     if key is not None:
         sign = 1 if COLUMN[key].better == "lower" else -1
+        agg["_flag"] = flagged.astype(int).to_numpy()
         agg["_sort"] = sign * pd.to_numeric(agg[key], errors="coerce")
-        agg = agg.sort_values(["_sort", "model", "variant"], na_position="last", kind="stable")
-        agg = agg.drop(columns="_sort")
+        agg = agg.sort_values(
+            ["_flag", "_sort", "model", "variant"], na_position="last", kind="stable"
+        )
+        agg = agg.drop(columns=["_sort", "_flag"])
     return agg.reset_index(drop=True)
 
 
@@ -469,7 +579,17 @@ def is_pretrained(row: pd.Series) -> bool:
     return isinstance(v, (bool, np.bool_)) and bool(v)  # NaN (older rows) is not a flag
 
 
+def _bracket(row: pd.Series, key: str) -> str:
+    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    if _missing(lo) or _missing(hi):
+        return ""
+    return f"[{fmt_value(lo)}, {fmt_value(hi)}]"
+
+
 def cell_text(row: pd.Series, col: Column, *, with_ci: bool) -> str:
+    """The value with its interval: ± the seed interval (mean rows of >= 2 seeds); with one
+    seed (and on per-seed rows) the bootstrap interval "[lo, hi] sampling only" for FID
+    and KID, the Wilson interval for the copy rate; "± n/a" where there is none."""
     if col.key in NOT_TRAINED_HERE and is_pretrained(row):
         return "n/a"
     v = row.get(col.key)
@@ -480,7 +600,12 @@ def cell_text(row: pd.Series, col: Column, *, with_ci: bool) -> str:
     n = row.get("n_seeds")
     if not _missing(half) and half > 0:
         return f"{text} ± {fmt_ci(half, col.fmt)}"
-    if col.kind == "quality" and not _missing(n) and int(n) < 2:
+    one_seed = row.get("row") == "run" or (not _missing(n) and int(n) < 2)
+    if col.key in verdict.BOOT_METRICS and (b := _bracket(row, f"{col.key}_ci95_sampling")):
+        return f"{text} {b} {verdict.SAMPLING_ONLY}" if one_seed else text
+    if col.key == "copy_rate" and (b := _bracket(row, "copy_rate_ci95")):
+        return f"{text} {b}" if one_seed else text
+    if col.kind == "quality" and one_seed and row.get("row") != "run":
         return f"{text} ± n/a"
     return text
 
@@ -491,7 +616,13 @@ def model_label(row: pd.Series) -> str:
     if row.get("row") == "real":
         return "real data (floor)"
     label = f"{name} [{v}]" if isinstance(v, str) and v else name
-    return f"{label} ({PRETRAINED_NOTE})" if is_pretrained(row) else label
+    if is_pretrained(row):
+        label = f"{label} ({PRETRAINED_NOTE})"
+    return f"{label} {verdict.COPY_MARK}" if is_true(row.get("flagged")) else label
+
+
+def is_true(v: Any) -> bool:
+    return isinstance(v, (bool, np.bool_)) and bool(v)
 
 
 def _present(df: pd.DataFrame) -> list[Column]:
@@ -514,6 +645,8 @@ def display_table(summary: Summary, group: Group, *, per_seed: bool = False) -> 
     body = summary.rows(group, "run" if per_seed else "mean")
     df = pd.concat([p for p in (real, body) if not p.empty], ignore_index=True)
     cols = _present(df)
+    if group.lead == "kid":  # small N: KID (unbiased) first, FID beside it
+        cols.sort(key=lambda c: {"kid": 0, "fid": 1}.get(c.key, 2))
     header = ["model", "seed" if per_seed else "seeds", *(c.label for c in cols)]
     rows, kinds = [], []
     for _, r in df.iterrows():
@@ -527,7 +660,10 @@ def display_table(summary: Summary, group: Group, *, per_seed: bool = False) -> 
             seeds = fmt_value(r.get("n_seeds"), "int")
         cells = [Cell(model_label(r)), Cell(seeds)]
         for c in cols:
-            cells.append(Cell(cell_text(r, c, with_ci=kind == "mean"), best=c.key in best))
+            with_ci = kind == "mean" or (
+                kind == "run" and c.key in (*verdict.BOOT_METRICS, "copy_rate")
+            )
+            cells.append(Cell(cell_text(r, c, with_ci=with_ci), best=c.key in best))
         rows.append(cells)
         kinds.append(kind)
     note = ""
@@ -548,13 +684,17 @@ def arrow(col: Column | None, *, style: str = "unicode") -> str:
 
 
 def headline(summary: Summary, group: Group) -> str:
-    """One sentence that answers "which is better, by how much, at what cost"."""
+    """One sentence that answers "which is better, by how much, at what cost": the
+    unflagged models ranked on the group's lead metric, the flagged ones named, and the
+    claim the separation matrix supports about the top two."""
     agg = summary.rows(group, "mean")
-    key = primary_metric(agg) if not agg.empty else None
+    key = primary_metric(agg, lead=group.lead) if not agg.empty else None
     if key is None:
         return ""
     col = COLUMN[key]
     agg = agg[pd.to_numeric(agg[key], errors="coerce").notna()]
+    flagged = agg[_flags(agg)]
+    agg = agg[~_flags(agg)]
     parts = []
     shown = 3
     for _, r in agg.head(shown).iterrows():
@@ -563,31 +703,67 @@ def headline(summary: Summary, group: Group) -> str:
             cost.append(f"{fmt_value(r['train_s'])} s training")
         if pd.notna(r.get("nfe")):
             cost.append(f"{fmt_value(r['nfe'], 'int')} NFE")
+        beside = ""
+        if key == "kid" and "fid" in r and not _missing(r.get("fid")):
+            beside = f", FID {fmt_value(r['fid'])}"
+        floor = f", {verdict.FLOOR_MARK}" if is_true(r.get("at_floor")) else ""
         parts.append(
-            f"{model_label(r)} {cell_text(r, col, with_ci=True)}"
+            f"{model_label(r)} {cell_text(r, col, with_ci=True)}{beside}"
             + (f" ({', '.join(cost)})" if cost else "")
+            + floor
         )
     more = f"; {len(agg) - shown} more in the table" if len(agg) > shown else ""
-    text = f"{col.label} ({col.better} is better): " + "; ".join(parts) + more
+    lead = f"{col.label} ({col.better} is better"
+    lead += ", unbiased at this small N; FID beside it)" if key == "kid" else ")"
+    text = f"{lead}: " + ("; ".join(parts) or "no unflagged model") + more
     real = summary.rows(group, "real")
     if not real.empty and pd.notna(real.iloc[0].get(key)):
         text += f". Real-data floor: {fmt_value(real.iloc[0][key])}"
     if len(agg) >= 2:
-        a, b = agg.iloc[0], agg.iloc[1]
-        ha, hb = a.get(f"{key}_ci95"), b.get(f"{key}_ci95")
-        if pd.isna(ha) or pd.isna(hb):
-            text += ". With one seed there is no interval: the ranking is unverified"
-        else:
-            lo_a, hi_a = a[key] - ha, a[key] + ha
-            lo_b, hi_b = b[key] - hb, b[key] + hb
-            overlap = lo_a <= hi_b and lo_b <= hi_a
-            text += (
-                ". The top two 95% intervals overlap: these seeds do not separate them"
-                if overlap
-                else f". {model_label(a)} leads by {fmt_value(abs(a[key] - b[key]))} with "
-                "non-overlapping 95% intervals"
+        text += ". " + _top_two_claim(group, agg, key)
+    if not flagged.empty:
+        names = []
+        for _, r in flagged.iterrows():
+            rate = r.get("copy_rate")
+            names.append(
+                model_label(r) + (f" (copy rate {fmt_value(rate)})" if not _missing(rate) else "")
             )
+        text += ". Flagged for copying training images, not ranked: " + ", ".join(names)
     return text + "."
+
+
+def _top_two_claim(group: Group, agg: pd.DataFrame, key: str) -> str:
+    a, b = model_label(agg.iloc[0]), model_label(agg.iloc[1])
+    sep = group.separation.get(key)
+    pair = None
+    if sep:
+        pair = next(
+            (p for p in sep["pairs"] if {p["a"], p["b"]} == {a, b}),
+            None,
+        )
+    if pair is None or pair["verdict"] == verdict.NOT_SEPARATED:
+        return f"{a} and {b}: not separated"
+    return str(pair["claim"])
+
+
+def separation_markdown(group: Group) -> str:
+    """The separation matrix on the group's lead metric: row vs column."""
+    sep = group.separation.get(group.lead)
+    if not sep or len(sep["models"]) < 2:
+        return ""
+    names = sep["models"]
+    out = [
+        f"Separation on {COLUMN[sep['metric']].label} (row vs column; 'beats' needs the "
+        "training-seed interval and the paired bootstrap to agree):",
+        "",
+        "| | " + " | ".join(_md(n) for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for m in names:
+        out.append(
+            f"| {_md(m)} | " + " | ".join(_md(sep["matrix"][m][c] or "·") for c in names) + " |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def to_markdown(tables: list[DisplayTable]) -> str:
