@@ -164,26 +164,7 @@ class PlotWriter:
                 color=[colors[labels[i]] for i in have],
                 alpha=0.8,
             )
-            for bar, i in zip(bars.patches, have, strict=True):
-                if flagged[i]:  # flagged for copying: hatched, red edge, never "best"
-                    bar.set_hatch("xx")
-                    bar.set_edgecolor("red")
-            sampling = [
-                i for i in have if not cis[i] > 0 and not math.isnan(_num(lo_hi(agg, key, i)[0]))
-            ]
-            if sampling:  # one seed: the bootstrap interval over samples, drawn in gray
-                lows = [means[i] - _num(lo_hi(agg, key, i)[0]) for i in sampling]
-                highs = [_num(lo_hi(agg, key, i)[1]) - means[i] for i in sampling]
-                ax.errorbar(
-                    [x[i] for i in sampling],
-                    [means[i] for i in sampling],
-                    yerr=[np.maximum(lows, 0), np.maximum(highs, 0)],
-                    fmt="none",
-                    ecolor="gray",
-                    elinewidth=1,
-                    capsize=3,
-                    ls=":",
-                )
+            _flag_and_sampling(ax, bars, agg, key, x=x, have=have, flagged=flagged)
             spread = [i for i in have if cis[i] > 0]  # NaN (one seed) compares False
             if spread:
                 ax.errorbar(
@@ -594,6 +575,39 @@ def pareto_front(
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: xs[i])
+
+
+def _flag_and_sampling(
+    ax: Any,
+    bars: Any,
+    agg: pd.DataFrame,
+    key: str,
+    *,
+    x: np.ndarray,
+    have: list[int],
+    flagged: list[bool],
+) -> None:
+    """Hatch the flagged runs' bars; gray whiskers: one seed's sampling-only interval."""
+    means = [_num(v) for v in agg[key]]
+    cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
+    for bar, i in zip(bars.patches, have, strict=True):
+        if flagged[i]:  # flagged for copying: hatched, red edge, never "best"
+            bar.set_hatch("xx")
+            bar.set_edgecolor("red")
+    sampling = [i for i in have if not cis[i] > 0 and not math.isnan(_num(lo_hi(agg, key, i)[0]))]
+    if sampling:  # one seed: the bootstrap interval over samples, drawn in gray
+        lows = [means[i] - _num(lo_hi(agg, key, i)[0]) for i in sampling]
+        highs = [_num(lo_hi(agg, key, i)[1]) - means[i] for i in sampling]
+        ax.errorbar(
+            [x[i] for i in sampling],
+            [means[i] for i in sampling],
+            yerr=[np.maximum(lows, 0), np.maximum(highs, 0)],
+            fmt="none",
+            ecolor="gray",
+            elinewidth=1,
+            capsize=3,
+            ls=":",
+        )
 
 
 def lo_hi(agg: pd.DataFrame, key: str, i: int) -> tuple[Any, Any]:
