@@ -138,6 +138,7 @@ def test_a_flagged_run_is_never_best_and_the_headline_names_it(report):
     )
     assert "copier ⚠copies" in md and "**4 " not in md  # marked, never bold
     assert "copy rate" in md and "memorization" not in md
+    assert "| 0.96 [0.94, 0.98] |" in md  # the copy rate's own interval with one seed
     assert "copier ⚠copies" in (report.out_dir / "summary.tex").read_text()
 
 

@@ -423,10 +423,10 @@ def _judge(
         floor = verdict.at_floor(recs, real_rec)
         row = {"flagged": flagged, "at_floor": floor, "audit": _audit_text(flagged, floor)}
         _sampling_cols(row, recs)
-        if len(recs) == 1:  # one seed: the audit's own (Wilson) interval of the copy rate
-            one = seeds[sel].iloc[0]
-            for k in ("copy_rate_ci95_lo", "copy_rate_ci95_hi"):
-                row[k] = one.get(k)
+        one = seeds[sel].iloc[0] if len(recs) == 1 else None
+        for k in ("copy_rate_ci95_lo", "copy_rate_ci95_hi"):
+            # One seed: the audit's own (Wilson) interval of the copy rate.
+            row[k] = one.get(k) if one is not None else None
         extra.append(row)
         models[model_label(a) + (f" {verdict.COPY_MARK}" if flagged else "")] = recs
     agg = agg.copy()
