@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from genbench.contract import DataSpec, Generator, GeneratorConfig
-from genbench.device import autocast
+from genbench.device import autocast, precision_name
 from genbench.diffusion import (
     DIFFUSERS_SAMPLERS,
     EMA,
@@ -85,7 +85,9 @@ class DiffusionConfig(GeneratorConfig):
     clip_denoised: bool = Field(True, description="clip the predicted x0 to [-1, 1] each step")
     use_ema: bool = Field(True, description="sample from the EMA weights")
     sample_bf16: bool = Field(
-        True, description="bf16 autocast of the network in sampling (CUDA only)"
+        True,
+        description="bf16 autocast of the network in sampling where the device computes bf16 "
+        "natively (CUDA, CPUs with AVX512-BF16/AMX); fp32 elsewhere",
     )
 
     @model_validator(mode="after")
@@ -312,6 +314,7 @@ class DDPM(Generator):
         if c.sampler in ("ddpm", "ddim", "diffusers-ddpm", "diffusers-ddim"):
             out["clip_denoised"] = c.clip_denoised  # the others never clip x_0
         out["ema"] = c.use_ema
+        out["precision"] = precision_name(self.device, self._sample_precision())
         if c.sampler in ("ddim", "diffusers-ddim"):
             out["eta"] = c.eta
         elif c.sampler in ("ddpm", "diffusers-ddpm"):
@@ -324,6 +327,9 @@ class DDPM(Generator):
         return out
 
     # -- internals ---------------------------------------------------------
+    def _sample_precision(self) -> str:
+        return "auto" if self.config.sample_bf16 else "fp32"
+
     def _forward(
         self,
         net: nn.Module,
@@ -334,8 +340,7 @@ class DDPM(Generator):
     ) -> torch.Tensor:
         dtype = torch.long if isinstance(t, int) else torch.float32
         tt = torch.full((len(x),), t, dtype=dtype, device=x.device)
-        precision = "auto" if self.config.sample_bf16 else "fp32"
-        with autocast(self.device, precision):
+        with autocast(self.device, self._sample_precision()):
             return self.call_network(net, x, tt, labels, drop).float()
 
     def _loss(

@@ -33,7 +33,16 @@ from genbench import registry
 from genbench.config import ExperimentConfig, resolve_model_config
 from genbench.contract import DataSpec, Generator, GeneratorConfig
 from genbench.data import ImageSet
-from genbench.device import autocast, autocast_dtype, configure_backend, resolve_device
+from genbench.device import (
+    autocast,
+    autocast_dtype,
+    configure_backend,
+    cpu_has_native_bf16,
+    inference_channels_last,
+    precision_name,
+    resolve_device,
+    train_channels_last,
+)
 from genbench.train.loop import measure_flops
 
 
@@ -42,9 +51,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, *, n: int = 2048, repeats: int = 5) -> tuple[float, str]:
-    """GFLOP/s of an n x n matmul in the dtype training computes in (bf16 on CUDA, else fp32)."""
-    dtype = autocast_dtype(device, "auto") or torch.float32
+def matmul_gflops(
+    device: torch.device, *, n: int = 2048, repeats: int = 5, precision: str = "auto"
+) -> tuple[float, str]:
+    """GFLOP/s of an n x n matmul in the dtype ``precision`` computes in on ``device``."""
+    dtype = autocast_dtype(device, precision) or torch.float32
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
@@ -57,6 +68,11 @@ def matmul_gflops(device: torch.device, *, n: int = 2048, repeats: int = 5) -> t
     secs = time.perf_counter() - t0
     del c
     return 2 * n**3 * repeats / secs / 1e9, str(dtype).removeprefix("torch.")
+
+
+def precisions(device: torch.device) -> list[str]:
+    """The precisions to time side by side: fp32, and bf16 where autocast can run it."""
+    return ["fp32", "bf16"] if autocast_dtype(device, "bf16") is not None else ["fp32"]
 
 
 def _fake_data(spec: DataSpec, n: int, seed: int) -> ImageSet:
@@ -99,7 +115,9 @@ def bench_model(
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Time one registered generator; returns a JSON-serialisable record."""
+    """Time one registered generator in fp32 and bf16 (where the device runs bf16 autocast)
+    side by side; returns a JSON-serialisable record. ``train_images_per_s`` and
+    ``train_gflops_per_s`` are the figures in the precision a run uses by default."""
     device = device or resolve_device("auto")
     cls = registry.load(name)
     exp = ExperimentConfig(models=[name], model={name: overrides} if overrides else {})
@@ -116,7 +134,10 @@ def bench_model(
     data = _fake_data(spec, spec.num_train, seed)
     torch.manual_seed(seed)
     model = cls(spec=spec, config=cfg, device=device, train_data=data)
-    channels_last = device.type == "cuda"
+    channels_last = train_channels_last(device, requested=True)
+    if channels_last:
+        for m in model.modules().values():
+            m.to(memory_format=torch.channels_last)
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         idx = torch.arange(step * batch_size, (step + 1) * batch_size) % len(data)
@@ -125,74 +146,121 @@ def bench_model(
 
     x, y = batch(0)
     flops = measure_flops(model, x, y, keep=data)
-    model.train()
-    for s in range(warmup_steps):
-        with autocast(device, "auto"):
-            model.train_step(*batch(s))
-    _sync(device)
-    secs = 0.0
-    for s in range(train_steps):
-        x, y = batch(warmup_steps + s)
-        t0 = time.perf_counter()
-        with autocast(device, "auto"):
-            model.train_step(x, y)
-        _sync(device)
-        secs += time.perf_counter() - t0
-    train_ips = train_steps * batch_size / secs
-    record: dict[str, Any] = {
-        "model": name,
-        "parameters": sum(model.num_parameters().values()),
-        "batch_size": batch_size,
-        "train_images_per_s": round(train_ips, 2),
-        "train_step_gflop": round(flops / 1e9, 3) if flops else None,
-        "train_gflops_per_s": round(flops * train_steps / secs / 1e9, 2) if flops else None,
-        "sampling": [],
+    precs = precisions(device)
+    secs = _time_training(
+        model, batch, precs, device=device, train_steps=train_steps, warmup_steps=warmup_steps
+    )
+    default = precision_name(device, "auto")
+    train = {
+        p: {
+            "images_per_s": round(train_steps * batch_size / secs[p], 2),
+            "gflops_per_s": round(flops * train_steps / secs[p] / 1e9, 2) if flops else None,
+        }
+        for p in precs
     }
-
-    state = model.state_dict()
     labels = (
         torch.randint(0, num_classes, (sample_n,), generator=torch.Generator().manual_seed(seed))
         if cls.conditional
         else None
     )
+    return {
+        "model": name,
+        "parameters": sum(model.num_parameters().values()),
+        "batch_size": batch_size,
+        "channels_last": channels_last,
+        "default_precision": default,
+        "train": train,
+        "train_images_per_s": train[default]["images_per_s"],
+        "train_step_gflop": round(flops / 1e9, 3) if flops else None,
+        "train_gflops_per_s": train[default]["gflops_per_s"],
+        "sampling": _time_sampling(
+            model, cls, cfg, spec, data, precs, n=sample_n, labels=labels, device=device, seed=seed
+        ),
+    }
+
+
+def _time_training(
+    model: Generator,
+    batch: Any,
+    precs: list[str],
+    *,
+    device: torch.device,
+    train_steps: int,
+    warmup_steps: int,
+) -> dict[str, float]:
+    """Seconds inside ``train_step`` per precision, the precisions interleaved step by step
+    so a busy machine slows them alike."""
+    model.train()
+    for s in range(warmup_steps):
+        for p in precs:
+            with autocast(device, p):
+                model.train_step(*batch(s))
+    _sync(device)
+    secs = dict.fromkeys(precs, 0.0)
+    for s in range(train_steps):
+        x, y = batch(warmup_steps + s)
+        for p in precs if s % 2 == 0 else precs[::-1]:
+            t0 = time.perf_counter()
+            with autocast(device, p):
+                model.train_step(x, y)
+            _sync(device)
+            secs[p] += time.perf_counter() - t0
+    return secs
+
+
+def _time_sampling(
+    model: Generator,
+    cls: type[Generator],
+    cfg: GeneratorConfig,
+    spec: DataSpec,
+    data: ImageSet,
+    precs: list[str],
+    *,
+    n: int,
+    labels: torch.Tensor | None,
+    device: torch.device,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Sampling images/s per sampler variant and precision. A model with a ``sample_bf16``
+    switch (the diffusion baselines) gets it set to match; any other samples under autocast."""
+    state = model.state_dict()
+    has_switch = "sample_bf16" in type(cfg).model_fields
     with torch.no_grad():  # warm-up (kernels, allocator) with the model's own sampler
         model.eval().sample(2, labels=labels[:2] if labels is not None else None)
+    out = []
     for label, ov in _sampler_variants(cls, cfg):
-        # A fresh instance with the variant's config and the trained weights.
-        variant_cfg = cls.Config.model_validate({**cfg.model_dump(), **ov})
-        sampler_model = cls(spec=spec, config=variant_cfg, device=device, train_data=data)
-        sampler_model.load_state_dict(state)
-        sampler_model.eval()
-        with torch.no_grad():
-            _sync(device)
-            t0 = time.perf_counter()
-            sampler_model.sample_with_info(
-                sample_n, labels=labels, generator=torch.Generator().manual_seed(seed)
-            )
-            _sync(device)
-            secs = time.perf_counter() - t0
-        proto = sampler_model.sampling_protocol()
-        record["sampling"].append(
-            {
-                "variant": label,
-                "sampler": proto.get("sampler"),
-                "nfe": proto.get("nfe"),
-                "n": sample_n,
-                "seconds": round(secs, 3),
-                "images_per_s": round(sample_n / secs, 3),
-            }
-        )
-    return record
+        row: dict[str, Any] = {"variant": label, "seconds": {}, "images_per_s": {}}
+        for p in precs:
+            extra = {"sample_bf16": p == "bf16"} if has_switch else {}
+            # A fresh instance with the variant's config and the trained weights.
+            variant_cfg = cls.Config.model_validate({**cfg.model_dump(), **ov, **extra})
+            m = cls(spec=spec, config=variant_cfg, device=device, train_data=data)
+            m.load_state_dict(state)
+            m.eval()
+            with torch.no_grad(), autocast(device, p):
+                _sync(device)
+                t0 = time.perf_counter()
+                m.sample_with_info(n, labels=labels, generator=torch.Generator().manual_seed(seed))
+                _sync(device)
+                secs = time.perf_counter() - t0
+            proto = m.sampling_protocol()
+            row.update(sampler=proto.get("sampler"), nfe=proto.get("nfe"), n=n)
+            row["seconds"][p] = round(secs, 3)
+            row["images_per_s"][p] = round(n / secs, 3)
+        out.append(row)
+    return out
 
 
 def bench_scoring(
     *, n: int = 32, resolution: int = 32, channels: int = 1, device: torch.device, seed: int = 0
 ) -> dict[str, Any]:
-    """Score two folders of ``n`` PNGs with genbench and with torch-fidelity directly.
+    """Score two folders of ``n`` PNGs with genbench (NCHW and channels_last Inception) and
+    with torch-fidelity directly.
 
-    Both compute FID, KID and precision/recall with the extractor genbench would
+    All compute FID, KID and precision/recall with the extractor genbench would
     use (the offline conversion when the official weights are absent). The two
-    FIDs are reported as well: they must agree.
+    FIDs are reported as well: they must agree. ``layout`` is what scoring uses on ``device``;
+    the ``genbench_*`` figures are for it.
     """
     import torch_fidelity
 
@@ -211,21 +279,28 @@ def bench_scoring(
             imgs = torch.randint(0, 256, (n, channels, resolution, resolution), generator=g)
             for i, img in enumerate(imgs.to(torch.uint8)):
                 save_png(img, d / f"{i:06d}.png")
-        # Both timings include building the extractor, as one call of each would.
-        t0 = time.perf_counter()
-        feats = [
-            extract_features(load_images(image_files(d)), choice=choice, device=device)
-            for d in dirs
-        ]
-        ours = fidelity_from_features(
-            feats[0],
-            feats[1],
-            names=["fid", "kid", "prc"],
-            feature_layer=choice.feature_layer,
-            logits_layer=None,
-            settings=FidelitySettings(kid_subset_size=n),
-        )
-        ours_s = time.perf_counter() - t0
+        # Every timing includes building the extractor, as one call would.
+        ours: dict[str, Any] = {}
+        for layout in ("nchw", "channels_last"):
+            t0 = time.perf_counter()
+            feats = [
+                extract_features(
+                    load_images(image_files(d)),
+                    choice=choice,
+                    device=device,
+                    channels_last=layout == "channels_last",
+                )
+                for d in dirs
+            ]
+            res = fidelity_from_features(
+                feats[0],
+                feats[1],
+                names=["fid", "kid", "prc"],
+                feature_layer=choice.feature_layer,
+                logits_layer=None,
+                settings=FidelitySettings(kid_subset_size=n),
+            )
+            ours[layout] = (time.perf_counter() - t0, res.scores.get("fid"))
         t0 = time.perf_counter()
         with warnings.catch_warnings():  # its loader's worker count is torch-fidelity's choice
             warnings.filterwarnings("ignore", message="This DataLoader will create")
@@ -243,15 +318,22 @@ def bench_scoring(
                 **choice.fidelity_kwargs(),
             )
         direct_s = time.perf_counter() - t0
+    default = "channels_last" if inference_channels_last(device) else "nchw"
+    ours_s = ours[default][0]
     return {
         "extractor": choice.name,
         "images": 2 * n,
+        "layout": default,
+        "by_layout": {
+            k: {"seconds": round(t, 3), "images_per_s": round(2 * n / t, 2), "fid": fid}
+            for k, (t, fid) in ours.items()
+        },
         "genbench_seconds": round(ours_s, 3),
         "genbench_images_per_s": round(2 * n / ours_s, 2),
         "torch_fidelity_seconds": round(direct_s, 3),
         "torch_fidelity_images_per_s": round(2 * n / direct_s, 2),
         "overhead_ratio": round(ours_s / direct_s, 3),
-        "fid_genbench": ours.scores.get("fid"),
+        "fid_genbench": ours[default][1],
         "fid_torch_fidelity": direct["frechet_inception_distance"],
     }
 
@@ -305,6 +387,8 @@ def benchmark(
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "default_precision": precision_name(dev, "auto"),
+        "cpu_native_bf16": cpu_has_native_bf16(),
     }
     records = [bench_model(m, device=dev, **kwargs) for m in models]
     for r in records:
@@ -327,49 +411,70 @@ def benchmark(
     return out
 
 
+def _speedup(by: dict[str, float]) -> str:
+    return f"{by['bf16'] / by['fp32']:.2f}x" if by.get("bf16") and by.get("fp32") else "n/a"
+
+
 def print_report(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     env, mm = result["environment"], result["matmul"]
     console = Console()
+    native = "native bf16" if env.get("cpu_native_bf16") else "no native bf16"
     console.print(
         f"[bold]genbench bench[/] on {env['device_name']} ({env['device']}, "
-        f"{env['torch_threads']} torch threads, torch {env['torch']}); "
+        f"{env['torch_threads']} torch threads, torch {env['torch']}, {native}; runs use "
+        f"{env.get('default_precision', 'fp32')}); "
         f"{mm['n']}x{mm['n']} {mm['dtype']} matmul: [bold]{mm['gflops_per_s']:.1f}[/] GFLOP/s"
     )
-    train = Table(title="Training")
-    for col in ("model", "params", "batch", "img/s", "GFLOP/step", "GFLOP/s", "of matmul"):
+    train = Table(title="Training (images/s)")
+    cols = ("model", "params", "batch", "fp32", "bf16", "bf16/fp32", "GFLOP/step", "GFLOP/s")
+    for col in (*cols, "of matmul"):
         train.add_column(col, justify="left" if col == "model" else "right")
-    samp = Table(title="Sampling")
-    for col in ("model", "sampler", "NFE/img", "images", "seconds", "img/s"):
+    samp = Table(title="Sampling (images/s)")
+    for col in ("model", "sampler", "NFE/img", "images", "fp32", "bf16", "bf16/fp32"):
         samp.add_column(col, justify="left" if col in ("model", "sampler") else "right")
+
+    def cell(x: float | None, fmt: str = ".1f") -> str:
+        return format(x, fmt) if x is not None else "n/a"
+
     for r in result["models"]:
+        ips = {p: v["images_per_s"] for p, v in r["train"].items()}
         frac = r.get("matmul_fraction")
         train.add_row(
             r["model"],
             f"{r['parameters'] / 1e6:.2f}M",
             str(r["batch_size"]),
-            f"{r['train_images_per_s']:.1f}",
-            f"{r['train_step_gflop']:.2f}" if r["train_step_gflop"] is not None else "n/a",
-            f"{r['train_gflops_per_s']:.1f}" if r["train_gflops_per_s"] is not None else "n/a",
+            cell(ips.get("fp32")),
+            cell(ips.get("bf16")),
+            _speedup(ips),
+            cell(r["train_step_gflop"], ".2f"),
+            cell(r["train_gflops_per_s"]),
             f"{frac:.0%}" if frac is not None else "n/a",
         )
-        for s in r["sampling"]:
+        for sm in r["sampling"]:
+            by = sm["images_per_s"]
             samp.add_row(
                 r["model"],
-                s["variant"],
-                str(s["nfe"]),
-                str(s["n"]),
-                f"{s['seconds']:.1f}",
-                f"{s['images_per_s']:.2f}",
+                sm["variant"],
+                str(sm["nfe"]),
+                str(sm["n"]),
+                cell(by.get("fp32"), ".2f"),
+                cell(by.get("bf16"), ".2f"),
+                _speedup(by),
             )
     console.print(train)
     console.print(samp)
     if sc := result.get("scoring"):
+        lay = sc["by_layout"]
         console.print(
-            f"Scoring {sc['images']} images ({sc['extractor']}): genbench "
-            f"{sc['genbench_images_per_s']:.1f} img/s, torch-fidelity directly "
+            f"Scoring {sc['images']} images ({sc['extractor']}, fp32): genbench NCHW "
+            f"{lay['nchw']['images_per_s']:.1f} img/s, channels_last "
+            f"{lay['channels_last']['images_per_s']:.1f} img/s "
+            f"({lay['channels_last']['images_per_s'] / lay['nchw']['images_per_s']:.2f}x; "
+            f"FID {lay['nchw']['fid']:.4f} vs {lay['channels_last']['fid']:.4f}); "
+            f"with {sc['layout']}: {sc['genbench_images_per_s']:.1f} img/s, torch-fidelity directly "
             f"{sc['torch_fidelity_images_per_s']:.1f} img/s, overhead ratio "
             f"{sc['overhead_ratio']:.2f}; FID {sc['fid_genbench']:.4f} vs "
             f"{sc['fid_torch_fidelity']:.4f}"

@@ -23,7 +23,7 @@ from genbench import __version__, registry
 from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.device import seed_everything
+from genbench.device import precision_record, seed_everything
 from genbench.distributed import SINGLE, DistInfo, all_gather_objects, barrier, broadcast_object
 from genbench.errors import ConfigError
 from genbench.io import write_json, write_text
@@ -274,7 +274,7 @@ def describe(run: Run, model: Generator, trained: Trained, samples: Samples) -> 
             "images_per_s": round(n / secs, 2) if secs > 0 else None,
         },
         "data": {"source": cfg.data.source, "resolution": cfg.data.resolution, **run.bundle.split},
-        "environment": environment(run.device, run.dist_info),
+        "environment": environment(run.device, run.dist_info, precision=cfg.train.precision),
         "scores": {},
     }
 
@@ -305,7 +305,9 @@ def write(run: Run, metrics: dict[str, Any]) -> None:
     barrier(run.dist_info)
 
 
-def environment(device: torch.device, dist_info: DistInfo = SINGLE) -> dict[str, Any]:
+def environment(
+    device: torch.device, dist_info: DistInfo = SINGLE, *, precision: str = "auto"
+) -> dict[str, Any]:
     env = {
         "genbench": __version__,
         "torch": torch.__version__,
@@ -315,6 +317,7 @@ def environment(device: torch.device, dist_info: DistInfo = SINGLE) -> dict[str,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "world_size": dist_info.world,
+        **precision_record(device, precision),
     }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)

@@ -251,6 +251,43 @@ def test_bench_reports_speed_and_flops(tmp_path, smoke_results):
     (phase,) = [p for p in rec["phases"] if p["run_id"].startswith("smoke-dcgan-s0-")]
     assert phase["train"] > 0 and phase["sample"] > 0 and phase["score"] is None
     assert phase["total"] == pytest.approx(phase["train"] + phase["sample"], abs=1e-3)
+    # Both precisions side by side (this CPU and CUDA run bf16 autocast; CPUs always can).
+    assert set(m["train"]) == {"fp32", "bf16"} and m["default_precision"] in ("fp32", "bf16")
+    assert all(v["images_per_s"] > 0 for v in m["train"].values())
+    assert m["train_images_per_s"] == m["train"][m["default_precision"]]["images_per_s"]
+    assert set(m["sampling"][0]["images_per_s"]) == {"fp32", "bf16"}
+    assert "bf16/fp32" in res.output and "fp32" in res.output
     gone = runner.invoke(app, ["bench", "--models", "dcgan", "--results", str(tmp_path / "no")])
     assert gone.exit_code == 2 and "does not exist" in gone.output
     assert runner.invoke(app, ["bench", "--models", "dcgn"]).exit_code == 2
+
+
+def test_bench_times_scoring_layouts_and_diffusion_precisions(tmp_path, monkeypatch):
+    from genbench.bench import bench_model
+    from genbench.metrics import scoring
+    from genbench.metrics.standin import standin_choice
+
+    monkeypatch.setattr(scoring, "extractor_for", lambda cfg: standin_choice())
+    out = tmp_path / "bench.json"
+    sizes = ["--resolution", "8", "--batch-size", "4", "--train-steps", "1", "--sample-n", "2"]
+    args = ["bench", "--models", "dcgan", *sizes, "--score-n", "8", "--json", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    sc = json.loads(out.read_text())["scoring"]
+    assert set(sc["by_layout"]) == {"nchw", "channels_last"} and sc["layout"] == "channels_last"
+    fids = [v["fid"] for v in sc["by_layout"].values()]
+    assert fids[0] == pytest.approx(fids[1], rel=1e-4) and fids[0] > 0
+    assert "channels_last" in res.output and "NCHW" in res.output
+    # cddpm's sample_bf16 switch follows the column: both precisions, both samplers.
+    m = bench_model(
+        "cddpm",
+        resolution=8,
+        batch_size=4,
+        train_steps=1,
+        warmup_steps=0,
+        sample_n=2,
+        overrides={"timesteps": 10, "sample_steps": 3},
+    )
+    assert [s["sampler"] for s in m["sampling"]] == ["ddpm", "ddim"]
+    assert [s["nfe"] for s in m["sampling"]] == [20, 6]
+    assert all(set(s["images_per_s"]) == {"fp32", "bf16"} for s in m["sampling"])

@@ -22,6 +22,7 @@ TINY = dict(
     norm_groups=4,
     timesteps=100,
     sample_steps=5,
+    sample_bf16=False,  # the sampling identities below are checked in fp32 (bf16: its own test)
 )
 CLASSES = DataSpec(resolution=8, channels=1, condition="classes", class_names=tuple("0123"))
 CPU = torch.device("cpu")
@@ -227,7 +228,7 @@ def test_lr_schedules():
 # -- conditioning and guidance --------------------------------------------------------
 def _cddpm(spec=CLASSES, **kw) -> CDDPM:
     torch.manual_seed(0)
-    m = CDDPM(spec=spec, config=CDDPMConfig(**TINY, **kw), device=CPU)
+    m = CDDPM(spec=spec, config=CDDPMConfig(**{**TINY, **kw}), device=CPU)
     _randomize(m.net)
     m.ema.update(m.net)  # EMA starts as a copy, so sampling uses the randomized weights
     return m.eval()
@@ -244,6 +245,25 @@ def test_cfg_scale_1_is_conditional_and_0_unconditional():
         assert torch.allclose(m.guided_eps(m.net, x, 40, y, scale=0.0), uncond, atol=1e-5)
         g3 = m.guided_eps(m.net, x, 40, y, scale=3.0)
         assert torch.allclose(g3, uncond + 3 * (cond - uncond), atol=1e-4)
+
+
+def test_sampling_precision_follows_the_device_rule_and_is_recorded(monkeypatch):
+    from genbench import device as gdev
+
+    def sample(native: bool, bf16: bool) -> tuple[torch.Tensor, str]:
+        monkeypatch.setattr(gdev, "cpu_has_native_bf16", lambda: native)
+        m = _cddpm(sample_bf16=bf16)
+        y = torch.tensor([0, 1, 2, 3])
+        x = m.sample(4, labels=y, generator=torch.Generator().manual_seed(3))
+        return x, m.sampling_protocol()["precision"]
+
+    fp32, p32 = sample(native=True, bf16=False)
+    bf16, p16 = sample(native=True, bf16=True)
+    emulated, pe = sample(native=False, bf16=True)  # no native bf16: sample_bf16 means fp32
+    assert (p32, p16, pe) == ("fp32", "bf16", "fp32")
+    assert torch.equal(emulated, fp32)
+    assert not torch.equal(bf16, fp32)  # bf16 autocast really ran
+    assert (bf16 - fp32).abs().mean() < 0.05  # and it samples the same images, to bf16 accuracy
 
 
 def test_one_hot_mixture_weights_equal_class_sampling():

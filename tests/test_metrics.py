@@ -187,6 +187,33 @@ def test_per_class_and_class_consistency(bundle):
     assert wrong["class_consistency"]["classifier"]["cached"] is True
 
 
+def test_classifier_scores_the_same_in_channels_last(bundle):
+    """The class-consistency classifier predicts in channels_last on the CPU: same logits (to
+    float rounding), so the same classes and the same class-consistency score."""
+    from genbench.metrics.classifier import (
+        ClassifierSettings,
+        get_classifier,
+        predict,
+        predict_logits,
+    )
+
+    settings = ClassifierSettings(steps=30)
+    model, _ = get_classifier(
+        bundle.train, bundle.holdout, describe={"dataset": "digits"}, device=CPU, settings=settings
+    )
+    imgs = bundle.holdout.images[:64]
+    cl, nchw = (
+        predict_logits(model, imgs, settings=settings, device=CPU, channels_last=layout)
+        for layout in (True, False)  # NCHW last: predict() must switch back
+    )
+    assert nchw.std() > 0.1  # a real, trained classifier
+    assert torch.allclose(nchw, cl, rtol=1e-4, atol=1e-5)
+    assert torch.equal(nchw.argmax(1), cl.argmax(1))
+    assert torch.equal(predict(model, imgs, settings=settings, device=CPU), cl.argmax(1))
+    conv = next(p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # the CPU default
+
+
 def test_memorization_flags_a_copier_not_noise(tmp_path, bundle):
     g = torch.Generator().manual_seed(0)
     copies = bundle.train.images[torch.randperm(len(bundle.train), generator=g)[:60]]

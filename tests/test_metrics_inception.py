@@ -114,3 +114,40 @@ def test_bench_scoring_agrees_with_a_direct_torch_fidelity_call():
     assert r["fid_genbench"] > 0.1  # two different random sets
     assert r["fid_genbench"] == pytest.approx(r["fid_torch_fidelity"], rel=1e-4)
     assert r["genbench_images_per_s"] > 0 and r["overhead_ratio"] > 0
+
+
+def test_channels_last_scoring_gives_the_same_fid_and_kid():
+    """Scoring on the CPU runs Inception in channels_last: on the same images FID and KID must
+    stay within 1e-4 relative of the NCHW (contiguous) layout."""
+    from sklearn.datasets import load_digits
+
+    from genbench.metrics.features import get_extractor
+    from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
+
+    choice = inception.choose_extractor(mode="auto")
+    cpu = torch.device("cpu")
+    conv = get_extractor(choice, cpu).Conv2d_1a_3x3.conv.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # the CPU default
+    photos = _real_images()[:, :, ::2, ::2]  # 6 photo crops, 32x32, and upscaled digits
+    digits = torch.from_numpy(load_digits().images[:8] * (255 / 16)).round()
+    digits = torch.nn.functional.interpolate(digits[:, None], size=32).to(torch.uint8)
+    digits = digits.expand(-1, 3, -1, -1)
+    sets = [torch.cat([photos, digits[:2]]), torch.cat([photos[:2].flip(-1), digits[2:]])]
+    scores = {}
+    for cl in (False, True):
+        a, b = (
+            extract_features(s, choice=choice, device=cpu, batch_size=8, channels_last=cl)
+            for s in sets
+        )
+        scores[cl] = fidelity_from_features(
+            a,
+            b,
+            names=["fid", "kid"],
+            feature_layer=choice.feature_layer,
+            logits_layer=None,
+            settings=FidelitySettings(kid_subset_size=8),
+        ).scores
+    nchw, cl = scores[False], scores[True]
+    assert nchw["fid"] > 1 and nchw["kid"]["mean"] > 1e-3  # far from zero: relative is meaningful
+    assert cl["fid"] == pytest.approx(nchw["fid"], rel=1e-4)
+    assert cl["kid"]["mean"] == pytest.approx(nchw["kid"]["mean"], rel=1e-4)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genbench.data import ImageSet
+from genbench.device import inference_channels_last
 from genbench.io import load_torch, save_torch
 from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
 
@@ -61,25 +62,52 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x))
 
 
-def _inputs(images: torch.Tensor, max_resolution: int, device: torch.device) -> torch.Tensor:
+def _inputs(
+    images: torch.Tensor, max_resolution: int, device: torch.device, *, channels_last: bool = False
+) -> torch.Tensor:
     x = images.to(device).float().div_(127.5).sub_(1.0)
     if x.shape[-1] > max_resolution:
         x = F.interpolate(x, size=(max_resolution, max_resolution), mode="area")
-    return x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, *, settings: ClassifierSettings, device: torch.device
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    settings: ClassifierSettings,
+    device: torch.device,
+    channels_last: bool | None = None,
 ) -> torch.Tensor:
-    """Predicted class per uint8 image."""
+    """Predicted class per uint8 image (``channels_last`` None = the device's scoring layout)."""
+    if not len(images):
+        return torch.zeros(0, dtype=torch.long)
+    return predict_logits(
+        model, images, settings=settings, device=device, channels_last=channels_last
+    ).argmax(1)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    settings: ClassifierSettings,
+    device: torch.device,
+    channels_last: bool | None = None,
+) -> torch.Tensor:
+    """fp32 class logits per uint8 image (at least one), on the CPU."""
     model.eval()
+    # Inference only: training keeps the default layout, so the cached weights do not change.
+    cl = inference_channels_last(device) if channels_last is None else channels_last
+    model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
     out = []
-    for s in range(0, len(images), 512):
-        out.append(
-            model(_inputs(images[s : s + 512], settings.max_resolution, device)).argmax(1).cpu()
-        )
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    with torch.autocast(device.type, enabled=False):
+        for s in range(0, len(images), 512):
+            x = _inputs(images[s : s + 512], settings.max_resolution, device, channels_last=cl)
+            out.append(model(x).float().cpu())
+    return torch.cat(out)
 
 
 def _train(

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch_fidelity
 
+from genbench.device import inference_channels_last
 from genbench.io import load_torch, save_torch
 from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
 from genbench.metrics.inception import ExtractorChoice
@@ -31,9 +32,16 @@ def to_rgb(images: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"cannot score {images.shape[1]}-channel images")
 
 
-def get_extractor(choice: ExtractorChoice, device: torch.device) -> torch.nn.Module:
-    """The torch-fidelity extractor for ``choice`` (one live instance per process), fp32, eval mode."""
+def get_extractor(
+    choice: ExtractorChoice, device: torch.device, *, channels_last: bool | None = None
+) -> torch.nn.Module:
+    """The torch-fidelity extractor for ``choice`` (one live instance per process), fp32, eval mode,
+    in channels_last memory format where :func:`~genbench.device.inference_channels_last` says so
+    (or as ``channels_last`` asks)."""
+    if channels_last is None:
+        channels_last = inference_channels_last(device)
     key = (choice.name, choice.weights_path, choice.weights_sha256, choice.layers, str(device))
+    key += (channels_last,)
     if key not in _LIVE:
         _LIVE.clear()  # one Inception in memory at a time
         kwargs: dict[str, Any] = {"verbose": False}
@@ -41,8 +49,8 @@ def get_extractor(choice: ExtractorChoice, device: torch.device) -> torch.nn.Mod
             kwargs["feature_extractor_weights_path"] = choice.weights_path
         fe = choice.extractor_cls(choice.name, list(choice.layers), **kwargs)
         fe = fe.eval().requires_grad_(False).to(device)
-        if device.type == "cuda":
-            fe = fe.to(memory_format=torch.channels_last)  # same numerics, faster convs
+        if channels_last:
+            fe = fe.to(memory_format=torch.channels_last)  # same features, faster convs
         _LIVE[key] = fe
     return _LIVE[key]
 
@@ -55,14 +63,18 @@ def extract_features(
     device: torch.device,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
+    channels_last: bool | None = None,
 ) -> dict[str, torch.Tensor]:
-    """uint8 N x C x H x W -> {layer: float32 N x D} on CPU, always in fp32 (never autocast)."""
-    fe = get_extractor(choice, device)
+    """uint8 N x C x H x W -> {layer: float32 N x D} on CPU, always in fp32 (never autocast);
+    ``channels_last`` None = the device's default layout for scoring."""
+    if channels_last is None:
+        channels_last = inference_channels_last(device)
+    fe = get_extractor(choice, device, channels_last=channels_last)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in choice.layers}
     with torch.autocast(device.type, enabled=False):
         for start in range(0, len(images), batch_size):
             batch = to_rgb(images[start : start + batch_size]).to(device)
-            if device.type == "cuda":
+            if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             feats = fe.convert_features_tuple_to_dict(fe(batch))
             for k in choice.layers:

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from genbench.config import TrainConfig
 from genbench.contract import Generator
 from genbench.data import ImageSet
-from genbench.device import autocast, rng_state, set_rng_state
+from genbench.device import autocast, rng_state, set_rng_state, train_channels_last
 from genbench.distributed import (
     SINGLE,
     DistInfo,
@@ -208,8 +208,8 @@ def _finish(
 
 
 def _use_channels_last(model: Generator, cfg: TrainConfig) -> bool:
-    # A CUDA-only setting: a CPU run never touches it.
-    if model.device.type != "cuda" or not cfg.channels_last:
+    # CUDA only: on the CPU it is the network's own call (see train_channels_last).
+    if not train_channels_last(model.device, requested=cfg.channels_last):
         return False
     for m in model.modules().values():
         m.to(memory_format=torch.channels_last)
