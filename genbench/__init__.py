@@ -2,10 +2,21 @@
 compare them under one measured protocol.
 
 The plugin contract (:class:`Generator`, :class:`GeneratorConfig`, :class:`DataSpec`)
-and the Python API (:mod:`genbench.api`) are importable from here.
+and the Python API (:mod:`genbench.api`: :func:`run`, :func:`load_results`,
+:func:`score`, :func:`build_report`, ...) are importable from here.
 """
 
-from genbench.api import show_config
+from genbench.api import (
+    Project,
+    build_report,
+    init_project,
+    load_experiments,
+    load_results,
+    plan,
+    run,
+    score,
+    show_config,
+)
 from genbench.contract import DataSpec, Generator, GeneratorConfig, SampleBatch
 
 __version__ = "0.1.0"
@@ -14,7 +25,15 @@ __all__ = [
     "DataSpec",
     "Generator",
     "GeneratorConfig",
+    "Project",
     "SampleBatch",
     "__version__",
+    "build_report",
+    "init_project",
+    "load_experiments",
+    "load_results",
+    "plan",
+    "run",
+    "score",
     "show_config",
 ]

@@ -280,6 +280,28 @@ def config_show(
     typer.echo(text, nl=False)  # unwrapped: the output is TOML to copy from
 
 
+# -- init ------------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the project (created if missing).")],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Project, experiment and plugin name (default: the folder's)."),
+    ] = None,
+) -> None:
+    """Start a project: an experiment on the digits data and a generator plugin that installs and runs."""
+    from genbench import api
+
+    p = api.init_project(directory, name=name)
+    for f in p.files:
+        console.print(f"wrote {_esc(str(f))}", highlight=False)
+    console.print(
+        f"next: cd {_esc(str(p.root))} && pip install -e . && genbench run -e {p.name}",
+        highlight=False,
+    )
+
+
 # -- sample ----------------------------------------------------------------------------
 @app.command()
 @friendly_errors

@@ -94,6 +94,9 @@ def test_wheel_holds_genbench_and_genbench_baselines_only(wheel):
     for exp in ("default", "full", "smoke"):
         assert f"genbench/configs/experiments/{exp}.toml" in names
     assert "genbench/py.typed" in names
+    templates = ROOT / "genbench" / "templates"
+    for t in templates.rglob("*.tmpl"):  # genbench init's files
+        assert f"genbench/templates/{t.relative_to(templates)}" in names
 
 
 def test_installed_wheel_runs_the_smoke_experiment_from_an_empty_folder(venv, tmp_path):
