@@ -25,6 +25,7 @@ from genbench.errors import ConfigError
 from genbench.naming import check_safe_name, digest
 
 SECTIONS = ("data", "train", "sample", "metrics")
+RESULT_NEUTRAL = "result_neutral"  # a Field marker: the key cannot change any result
 
 
 class _Strict(BaseModel):
@@ -85,6 +86,19 @@ class TrainConfig(_Strict):
     channels_last: bool = Field(True, description="channels_last networks and inputs (CUDA)")
     compile: bool = Field(False, description="torch.compile each network in place (CUDA only)")
     deterministic: bool = Field(False, description="ask PyTorch for deterministic kernels")
+    # Where copies of the numbers go and how weights are stored do not change any result,
+    # so these keys stay out of the run id (RESULT_NEUTRAL): turning TensorBoard on does not
+    # re-train a finished run, and run ids from before the keys existed stay valid.
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="trackers; the run folder's JSONL files are always written",
+        json_schema_extra={RESULT_NEUTRAL: True},
+    )
+    checkpoint_format: Literal["torch", "safetensors"] = Field(
+        "torch",
+        description="network weights as a weights_only torch file or .safetensors",
+        json_schema_extra={RESULT_NEUTRAL: True},
+    )
 
     @field_validator("device")
     @classmethod
@@ -92,6 +106,14 @@ class TrainConfig(_Strict):
         if v != "auto" and not (v == "cpu" or v == "cuda" or v.startswith("cuda:") or v == "mps"):
             raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
         return v
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a logger is listed twice")
+        # JSONL is the source of truth the report reads: always on, listed or not.
+        return v if "jsonl" in v else ["jsonl", *v]
 
 
 class SampleConfig(_Strict):
@@ -237,8 +259,20 @@ class RunConfig(_Strict):
             del d["pretrained"]  # trained runs keep the config (and id) they always had
         return d
 
+    def identity(self) -> dict[str, Any]:
+        """The config that determines the run's results: :meth:`to_dict` without the keys
+        marked result-neutral (trackers, checkpoint file format). Run ids and training
+        keys hash this."""
+        d = self.to_dict()
+        for section in SECTIONS:
+            for k, f in type(getattr(self, section)).model_fields.items():
+                extra = f.json_schema_extra
+                if isinstance(extra, dict) and extra.get(RESULT_NEUTRAL):
+                    d[section].pop(k, None)
+        return d
+
     def digest(self) -> str:
-        return digest(self.to_dict(), 10)
+        return digest(self.identity(), 10)
 
     @property
     def run_id(self) -> str:

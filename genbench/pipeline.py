@@ -14,6 +14,8 @@ import math
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +28,14 @@ from genbench.data import DataBundle
 from genbench.device import precision_record, seed_everything
 from genbench.distributed import SINGLE, DistInfo, all_gather_objects, barrier, broadcast_object
 from genbench.errors import ConfigError
-from genbench.io import write_json, write_text
+from genbench.io import read_jsonl, write_json, write_text
 from genbench.pretrained import load_pretrained, train_record
 from genbench.progress import Reporter
 from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
 from genbench.sampling import assemble, generate, plan_labels, write_sample_set
-from genbench.train.checkpoints import restore
+from genbench.trackers import Trackers, open_trackers
+from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, restore
+from genbench.train.duties import Track
 from genbench.train.loop import TrainResult, train
 from genbench.train.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
 
@@ -47,6 +51,7 @@ class Run:
     device: torch.device
     reporter: Reporter
     dist_info: DistInfo = SINGLE
+    trackers: Trackers | None = None  # rank 0's TensorBoard / W&B copies (train.loggers)
 
     @property
     def main(self) -> bool:
@@ -95,21 +100,25 @@ def execute_run(
     """Do one run; returns its metrics.json record ({} on ranks other than 0)."""
     run = Run(config, cls, bundle, folder, device, reporter, dist_info)
     model_cfg = prepare(run, resume=resume)
-    if config.pretrained is not None:
-        model, trained = load_weights(run, model_cfg)
-    else:
-        model = build(run, model_cfg)
-        trained = train_or_reuse(run, model, resume=resume)
-    samples = sample(run, model)
-    features = shared_features(run, samples)
-    if not run.main:
-        barrier(dist_info)  # wait while rank 0 writes and scores
-        return {}
-    save_samples(run, model, samples)
-    metrics = describe(run, model, trained, samples)
-    if config.metrics.enabled:
-        metrics.update(score(run, sampling=metrics["sampling"], features=features))
-    write(run, metrics)
+    with tracking(run, resume=resume):
+        if config.pretrained is not None:
+            model, trained = load_weights(run, model_cfg)
+        else:
+            model = build(run, model_cfg)
+            trained = train_or_reuse(run, model, resume=resume)
+        samples = sample(run, model)
+        features = shared_features(run, samples)
+        if not run.main:
+            barrier(dist_info)  # wait while rank 0 writes and scores
+            return {}
+        save_samples(run, model, samples)
+        step = trained.result.steps if trained.result is not None else 0  # 0: pretrained
+        track(run, step=step, images=samples.images)
+        metrics = describe(run, model, trained, samples)
+        if config.metrics.enabled:
+            metrics.update(score(run, sampling=metrics["sampling"], features=features))
+            track(run, step=step, scores=metrics["scores"], protocol=metrics["protocol"])
+        write(run, metrics)
     return metrics
 
 
@@ -132,6 +141,44 @@ def prepare(run: Run, *, resume: bool) -> GeneratorConfig:
         folder.set_status("running", phase="train")
     barrier(run.dist_info)  # every rank sees the cleaned folder before resuming from it
     return model_cfg
+
+
+@contextmanager
+def tracking(run: Run, *, resume: bool) -> Iterator[None]:
+    """Rank 0's trackers (``train.loggers``) for the duration of the run, closed as
+    failed when the run fails."""
+    run.trackers = start_trackers(run, resume=resume) if run.main else None
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if run.trackers:
+            run.trackers.close(failed=not ok)
+
+
+def start_trackers(run: Run, *, resume: bool) -> Trackers:
+    """TensorBoard / W&B for ``train.loggers`` (one that cannot start is a warning)."""
+    cfg = run.config
+    ckpt = latest_checkpoint(run.folder.path) if resume else None
+    # A resume without a checkpoint starts training over: step 0 drops every old event.
+    resume_step = (checkpoint_step(ckpt) if ckpt is not None else 0) if resume else None
+    return open_trackers(
+        cfg.train.loggers,
+        run_dir=run.folder.path,
+        run_id=cfg.run_id,
+        group=cfg.experiment,
+        tags=[cfg.model],
+        config=cfg.to_dict(),
+        resume_step=resume_step,
+        warn=lambda msg: run.reporter.warn(f"{cfg.run_id}: {msg}"),
+    )
+
+
+def track(run: Run, *, step: int, **final: Any) -> None:
+    """The sample grid, then the final scores and protocol, to the run's trackers."""
+    if run.trackers:
+        run.trackers.final(step=step, **final)
 
 
 def build(run: Run, model_cfg: GeneratorConfig) -> Generator:
@@ -165,6 +212,9 @@ def train_or_reuse(run: Run, model: Generator, *, resume: bool) -> Trained:
             f"{run.config.run_id}: training shared with {twin_dir.name} "
             "(only sampling settings differ)"
         )
+        if run.trackers:  # this run's trackers show the shared training too
+            for record in read_jsonl(run.folder.train_log):
+                run.trackers.training(record)
         return Trained(result, key, twin_dir.name)
     return Trained(_train(run, model, resume=resume), key, None)
 
@@ -174,7 +224,7 @@ def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
     steps, take = None, None
     if cfg.metrics.enabled and cfg.metrics.snapshot_kimg and run.main:
         steps = snapshot_steps(cfg)
-        take = snapshotter(model, run.bundle, cfg, run.folder.path, run.device)
+        take = snapshotter(model, run.bundle, cfg, run.folder.path, run.device, run.trackers)
     with run.reporter.phase(f"{run.label} train", total=None) as tick:
         result = train(
             model,
@@ -188,6 +238,7 @@ def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
             dist_info=run.dist_info,
             snapshot_steps=steps,
             on_snapshot=take,
+            duties=[Track(run.trackers.training)] if run.trackers else (),
         )
     if steps and result.flops_per_step:
         add_snapshot_flops(run.folder.path, result.flops_per_step)

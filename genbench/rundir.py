@@ -9,11 +9,13 @@ Layout of ``<results>/<run_id>/``::
     split.json        the data split the run trained on
     train_log.jsonl   one record per log interval: losses, held-out metrics, speed
     snapshots.jsonl   scores of small sample sets taken during training
-    checkpoints/      step-NNNNNNNNN.pt, the last two kept
+    checkpoints/      step-NNNNNNNNN.pt (and .safetensors weights), the last two kept
     samples/          the fixed sample set and its manifest.json
     metrics.json      everything measured; written last, so its presence means scored
     memorization.*    the memorization audit (when enabled)
     grids/            grids drawn by ``genbench sample``
+    tensorboard/      TensorBoard event files (``train.loggers``)
+    wandb/            W&B's own run folders; wandb.json: the W&B run id ``--resume`` continues
 
 The lock is a plain OS lock on ``.lock`` (``flock`` on POSIX, ``msvcrt.locking``
 on Windows): the kernel drops it when the holder dies, even by SIGKILL, so a
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from genbench.io import read_json, read_jsonl, write_json, write_jsonl
 from genbench.naming import digest
-from genbench.train.checkpoints import CHECKPOINT_DIR, latest_checkpoint
+from genbench.train.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
 
 if TYPE_CHECKING:
     from genbench.config import RunConfig
@@ -49,6 +51,8 @@ SNAPSHOTS = "snapshots.jsonl"
 SAMPLES = "samples"
 METRICS = "metrics.json"
 GRIDS = "grids"
+TENSORBOARD = "tensorboard"
+WANDB_ID = "wandb.json"
 
 #: Keys of a train-log record that are bookkeeping, not losses or metrics.
 LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
@@ -108,9 +112,11 @@ class RunFolder:
         set_status(self.path, status, **extra)
 
     def clear_outputs(self) -> None:
-        """A fresh start: an interrupted attempt's checkpoints and samples must not leak in."""
-        for sub in (self.checkpoints, self.samples):
+        """A fresh start: an interrupted attempt's checkpoints and samples must not leak in,
+        nor its TensorBoard events; W&B starts a new run (unsynced runs in wandb/ are kept)."""
+        for sub in (self.checkpoints, self.samples, self.path / TENSORBOARD):
             shutil.rmtree(sub, ignore_errors=True)
+        (self.path / WANDB_ID).unlink(missing_ok=True)
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
@@ -213,7 +219,7 @@ def try_lock_run(run_dir: Path) -> RunLock | None:
 def train_key(cfg: RunConfig, cls: type[Generator]) -> str:
     """Digest of everything that shapes training: the run config without its sampling,
     scoring and the generator's sampling-only keys."""
-    d = cfg.to_dict()
+    d = cfg.identity()
     for k in ("sample", "metrics"):
         d.pop(k)
     d["generator"] = {k: v for k, v in d["generator"].items() if k not in cls.sampling_keys}
@@ -241,7 +247,8 @@ def copy_training(src: Path, dst: Path) -> Path:
     ckpt = latest_checkpoint(src)
     assert ckpt is not None
     (dst / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(ckpt, dst / CHECKPOINT_DIR / ckpt.name)
+    for f in checkpoint_files(ckpt):  # a safetensors checkpoint is two files
+        shutil.copy2(f, dst / CHECKPOINT_DIR / f.name)
     if (src / TRAIN_LOG).is_file():
         shutil.copy2(src / TRAIN_LOG, dst / TRAIN_LOG)
     return dst / CHECKPOINT_DIR / ckpt.name

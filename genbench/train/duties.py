@@ -151,8 +151,8 @@ class Snapshot:
 class Checkpoint:
     """A checkpoint every ``every`` steps; the loop itself saves the final one."""
 
-    def __init__(self, run_dir: Path, model: Generator, *, every: int) -> None:
-        self.run_dir, self.model, self.every = run_dir, model, every
+    def __init__(self, run_dir: Path, model: Generator, *, every: int, fmt: str = "torch") -> None:
+        self.run_dir, self.model, self.every, self.fmt = run_dir, model, every, fmt
 
     def after_step(self, state: LoopState) -> None:
         if state.step % self.every == 0 and state.step < state.total:
@@ -163,4 +163,17 @@ class Checkpoint:
                 images_seen=state.images_seen,
                 elapsed=state.elapsed(),
                 train_seconds=state.train_seconds,
+                fmt=self.fmt,
             )
+
+
+class Track:
+    """Hands each logged record to ``send`` (experiment trackers: TensorBoard, W&B);
+    the JSON line itself is the :class:`Log` duty's."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self.send = send
+
+    def after_step(self, state: LoopState) -> None:
+        if state.logged is not None:
+            self.send(state.logged)

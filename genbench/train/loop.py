@@ -178,11 +178,12 @@ def train(
         for h in hooks:
             h.remove()
 
-    return _finish(model, run_dir, state, flops, stopped_by, dist_info=dist_info)
+    return _finish(model, cfg, run_dir, state, flops, stopped_by, dist_info=dist_info)
 
 
 def _finish(
     model: Generator,
+    cfg: TrainConfig,
     run_dir: Path,
     state: LoopState,
     flops: int | None,
@@ -200,6 +201,7 @@ def _finish(
             images_seen=state.images_seen,
             elapsed=wall,
             train_seconds=state.train_seconds,
+            fmt=cfg.checkpoint_format,
         )
     barrier(dist_info)
     if not state.last and (run_dir / TRAIN_LOG).exists():
@@ -240,7 +242,8 @@ def _standard_duties(
     if on_snapshot is not None and snapshot_steps:
         out.append(Snapshot(model, snapshot_steps, on_snapshot))
     if main:
-        out.append(Checkpoint(run_dir, model, every=checkpoint_interval(cfg)))
+        every = checkpoint_interval(cfg)
+        out.append(Checkpoint(run_dir, model, every=every, fmt=cfg.checkpoint_format))
     return out
 
 

@@ -14,6 +14,7 @@ from genbench.data import DataBundle
 from genbench.io import read_jsonl, write_jsonl
 from genbench.rundir import SNAPSHOTS, put_snapshot
 from genbench.sampling import assemble, generate, plan_labels
+from genbench.trackers import Trackers
 
 
 def snapshot_steps(cfg: RunConfig) -> list[int]:
@@ -22,9 +23,15 @@ def snapshot_steps(cfg: RunConfig) -> list[int]:
 
 
 def snapshotter(
-    model: Generator, bundle: DataBundle, cfg: RunConfig, run_dir: Path, device: torch.device
+    model: Generator,
+    bundle: DataBundle,
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    trackers: Trackers | None = None,
 ) -> Callable[[int, int, float], None]:
-    """``take(step, images_seen, train_seconds)``: score a small sample set now."""
+    """``take(step, images_seen, train_seconds)``: score a small sample set now (and hand
+    its scores and images to ``trackers``)."""
     from genbench.metrics import scoring
 
     mcfg = cfg.metrics.model_copy(
@@ -64,6 +71,8 @@ def snapshotter(
             "fingerprint": scored["protocol"].get("fingerprint"),
         }
         put_snapshot(run_dir / SNAPSHOTS, record)
+        if trackers:
+            trackers.snapshot(step=step, scores=scored["scores"], images=images)
 
     return take
 
