@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from genbench.errors import one_line
 from genbench.io import read_json, write_json
 from genbench.rundir import TENSORBOARD, WANDB_ID
 
@@ -167,9 +168,10 @@ class Trackers:
                 call(t)
             except Exception as exc:
                 self.trackers.remove(t)
+                why = one_line(exc).rstrip(".")
                 self._warn(
-                    f"{t.name} logging stopped: {_one_line(exc)} (the run goes on; its JSONL files "
-                    "have every number)"
+                    f"{t.name} logging stopped: {why} (the run goes on; its JSONL files have "
+                    "every number)"
                 )
                 with contextlib.suppress(Exception):  # already broken; the warning said so
                     t.close(failed=True)
@@ -252,7 +254,8 @@ def open_trackers(
                 f"(pip install 'genbench[{name}]'); the run goes on"
             )
         except Exception as exc:
-            warn(f"{name} logging is off: it failed to start: {_one_line(exc)}; the run goes on")
+            why = one_line(exc).rstrip(".")
+            warn(f"{name} logging is off: it failed to start: {why}; the run goes on")
     return Trackers(started, warn=warn)
 
 
@@ -285,8 +288,3 @@ def _read_wandb_file(run_dir: Path) -> dict[str, Any]:
         return read_json(run_dir / WANDB_ID)
     except (OSError, ValueError):
         return {}
-
-
-def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0].rstrip(".")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

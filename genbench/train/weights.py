@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from genbench.errors import CheckpointError
+from genbench.errors import CheckpointError, one_line
 from genbench.io import atomic_write
 
 WEIGHTS_FORMAT = "genbench-weights-1"
@@ -95,8 +95,5 @@ def load_weights(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[s
     except CheckpointError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"weights file {path} cannot be loaded: {type(exc).__name__}: {first}"
-        ) from None
+        raise CheckpointError(f"weights file {path} cannot be loaded: {one_line(exc)}") from None
     return modules, meta
