@@ -338,8 +338,8 @@ def test_bad_loggers_are_one_line_config_errors(value, message):
 def test_trackers_and_checkpoint_format_stay_out_of_the_run_id_and_training_key():
     import hashlib
 
-    from baselines.dcgan import DCGAN
     from genbench.rundir import train_key
+    from genbench_baselines.dcgan import DCGAN
 
     plain = run_config()
     tracked = run_config(loggers=["jsonl", "tensorboard", "wandb"], checkpoint_format="safetensors")
