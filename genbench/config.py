@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from genbench.contract import GeneratorConfig
 from genbench.errors import ConfigError
@@ -124,6 +131,14 @@ class SampleConfig(_Strict):
     seed_offset: int = Field(10_000, description="sampling seed = run seed + offset")
 
 
+#: Keys of the old subset-based memorization audit; accepted (ignored) with a warning.
+DEPRECATED_METRICS_KEYS = (
+    "memorization_max_train",
+    "memorization_max_train_pixels",
+    "memorization_quantile",
+)
+
+
 class MetricsConfig(_Strict):
     """Which scores to compute on the sample set, and how (see ``genbench doctor``)."""
 
@@ -150,15 +165,21 @@ class MetricsConfig(_Strict):
     per_class: bool = Field(True, description="per-class FID/KID for class-conditional runs")
     classifier: bool = Field(True, description="class consistency via a small cached classifier")
     classifier_steps: int = Field(1000, ge=1, description="training steps of that classifier")
-    memorization: bool = Field(True, description="nearest-training-image audit")
-    memorization_max_train: int = Field(
-        1000, ge=1, description="training images searched in Inception-feature space"
+    memorization: bool = Field(
+        True, description="copy audit: every sample against the whole training split"
     )
-    memorization_max_train_pixels: int | None = Field(
-        None, ge=1, description="training images searched in pixel space (None: all)"
+    copy_max_shift: int = Field(3, ge=0, description="translations (px) the copy audit undoes")
+    copy_alpha: float = Field(
+        0.01, gt=0.0, lt=0.5, description="copy audit's per-image false-positive rate"
     )
-    memorization_quantile: float = Field(
-        0.05, gt=0.0, lt=1.0, description="held-out distance quantile that counts as memorized"
+    copy_flag_p: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="a run is flagged when its copy rate exceeds held-out's at this p",
+    )
+    bootstrap: int = Field(
+        200, ge=0, description="resamples of the samples for FID/KID sampling intervals (0: off)"
     )
     snapshot_kimg: list[float] = Field(
         default_factory=list, description="also score a smaller sample set at these kimg points"
@@ -167,6 +188,21 @@ class MetricsConfig(_Strict):
     snapshot_names: list[str] = Field(
         default_factory=lambda: ["fid", "kid"], description="metrics scored at snapshots"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [k for k in DEPRECATED_METRICS_KEYS if k in data]
+            if old:
+                warnings.warn(
+                    f"metrics.{old[0]} is no longer used: the copy audit searches the whole "
+                    "training split (remove the key)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                data = {k: v for k, v in data.items() if k not in DEPRECATED_METRICS_KEYS}
+        return data
 
     @field_validator("snapshot_kimg")
     @classmethod

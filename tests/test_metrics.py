@@ -16,7 +16,7 @@ from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleC
 from genbench.data import load_data
 from genbench.metrics import mark_comparable, protocol_differences, scoring
 from genbench.metrics.fidelity import fid_low_rank, fidelity_from_features
-from genbench.metrics.standin import STANDIN_NAME, standin_choice
+from tests.standin import STANDIN_NAME, standin_choice
 from genbench.sampling import save_png
 
 DATA = DataConfig(source="digits", resolution=16, split="random")
@@ -214,26 +214,30 @@ def test_classifier_scores_the_same_in_channels_last(bundle):
     assert conv.is_contiguous(memory_format=torch.channels_last)  # the CPU default
 
 
-def test_memorization_flags_a_copier_not_noise(tmp_path, bundle):
+def test_copy_audit_flags_a_copier_not_fresh_images(tmp_path, bundle):
     g = torch.Generator().manual_seed(0)
     copies = bundle.train.images[torch.randperm(len(bundle.train), generator=g)[:60]]
-    noise = torch.randint(0, 256, (60, 1, 16, 16), dtype=torch.uint8, generator=g)
-    kw = dict(n_ref=60, memorization=True, memorization_max_train=len(bundle.train))
-    copier = _score(copies, bundle, out_dir=tmp_path, **kw)
-    fresh = _score(noise, bundle, **kw)
-    m = copier["memorization"]
-    assert m["feature"]["rate"] > 0.95 and m["pixel"]["rate"] > 0.95
-    assert (
-        fresh["memorization"]["feature"]["rate"] < 0.1
-        and fresh["memorization"]["pixel"]["rate"] < 0.1
-    )
-    assert m["n_train_features"] == len(bundle.train) and m["train_cap_features"] == len(
-        bundle.train
-    )
-    assert m["closest"][0]["pixel_distance"] < 0.02 * m["pixel"]["threshold"]  # an exact copy
-    assert (tmp_path / "memorization.png").stat().st_size > 0
-    per_sample = json.loads((tmp_path / "memorization.json").read_text())
-    assert len(per_sample["feature_nearest_train_index"]) == 60
+    kw = dict(n_ref=60, memorization=True)
+    copier = _score(copies.flip(-1), bundle, out_dir=tmp_path, **kw)
+    parts = scoring.heldout_parts(bundle.holdout, n_ref=60, n=60)
+    fresh = _score(parts.real.images, bundle, **kw)
+    c = copier["copies"]
+    assert c["flagged"] and c["rate"] > 0.9 and c["n_train"] == len(bundle.train)
+    assert copier["scores"]["copy_rate"] == c["rate"]
+    assert not fresh["copies"]["flagged"] and fresh["copies"]["rate"] < 0.1
+    assert c["pairs"][0]["copy"] and "mirror" in c["pairs"][0]["transform"]
+    assert (tmp_path / "copies.png").stat().st_size > 0
+    per_sample = json.loads((tmp_path / "copies.json").read_text())
+    assert len(per_sample["pairs"]) == 60
+
+
+def test_bootstrap_gives_sampling_intervals_around_the_fid(tmp_path, bundle):
+    imgs = scoring.heldout_parts(bundle.holdout, n_ref=60, n=60).real.images
+    out = _score(imgs, bundle, n_ref=60, bootstrap=50, out_dir=tmp_path)
+    lo, hi = out["bootstrap"]["fid_ci95"]
+    assert lo < hi and out["bootstrap"]["kind"].startswith("sampling only")
+    reps = json.loads((tmp_path / "bootstrap.json").read_text())
+    assert len(reps["fid"]) == 50 and len(reps["kid"]) == 50
 
 
 def test_config_rejects_unknown_metric():
@@ -252,7 +256,7 @@ def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
         data=DATA,
         train=TrainConfig(kimg=0.064, batch_size=16, log_every=2, eval_images=0),
         sample=SampleConfig(n=24, batch_size=12),
-        metrics=MetricsConfig(classifier_steps=30, memorization_max_train=200),
+        metrics=MetricsConfig(classifier_steps=30),
     )
     out = run_experiment(exp, results_dir=tmp_path)
     assert [o.status for o in out] == ["done"]
@@ -261,12 +265,15 @@ def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
     assert m["protocol"]["extractor"] == STANDIN_NAME and m["protocol"]["n_generated"] == 24
     assert m["protocol"]["sampling"]["nfe"] == m["sampling"]["nfe"]
     assert "images_per_s" in m["protocol"]["sampling"]
-    assert "memorization" in m and (out[0].run_dir / "memorization.png").exists()
+    assert "copies" in m and (out[0].run_dir / "copies.png").exists()
+    assert m["bootstrap"]["fid_ci95"][0] <= m["scores"]["fid"] * 1.5
     real = [p for p in tmp_path.iterdir() if p.name.startswith("tiny-real-n24-")]
     assert len(real) == 1
     rm = json.loads((real[0] / "metrics.json").read_text())
     assert rm["model"] == "real" and rm["protocol"]["fingerprint"] == m["protocol"]["fingerprint"]
     assert rm["scores"]["fid"] < m["scores"]["fid"]  # real data is the floor
+    # The real-data row is held-out images: audited like a run, and not a copier.
+    assert rm["copies"]["rate"] is not None and not rm["copies"]["flagged"]
     before = (real[0] / "metrics.json").stat().st_mtime_ns
     assert scoring.score_real_data(load_data(DATA), exp, tmp_path) == real[0]
     assert (real[0] / "metrics.json").stat().st_mtime_ns == before  # done folders are skipped
@@ -281,7 +288,7 @@ def test_cli_score_and_doctor(tmp_path, monkeypatch, bundle):
     exp = tmp_path / "exp.toml"
     exp.write_text(
         'name = "t"\n[data]\nsource = "digits"\nresolution = 16\nsplit = "random"\n'
-        "[sample]\nn = 20\n[metrics]\nclassifier_steps = 20\nmemorization_max_train = 50\n"
+        "[sample]\nn = 20\n[metrics]\nclassifier_steps = 20\n"
     )
     folder = _write_folder(tmp_path / "imgs", bundle.holdout.images[:20])
     runner = CliRunner()
@@ -292,7 +299,7 @@ def test_cli_score_and_doctor(tmp_path, monkeypatch, bundle):
     assert "fid" in res.output and "protocol" in res.output
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["protocol"]["n_generated"] == 20 and saved["scores"]["fid"] is not None
-    assert (tmp_path / "memorization.png").exists()
+    assert (tmp_path / "copies.png").exists()
     bad = runner.invoke(app, ["score", str(tmp_path / "nope"), "--ref", str(exp)])
     assert bad.exit_code == 2 and "is not a folder" in " ".join(bad.output.split())
     doc = runner.invoke(app, ["doctor", "--inception-weights", str(tmp_path / "missing.pt")])
@@ -325,7 +332,7 @@ def test_score_run_reads_conditional_labels_from_the_manifest(tmp_path, monkeypa
     assert out["per_class"]["classes_scored"] == 10
     assert out["scores"]["class_consistency"] > 0.5
     assert out["protocol"]["sampling"] == {"sampler": "s", "nfe": 3}
-    assert "memorization" not in out and out["scores"]["isc"] is not None
+    assert "copies" not in out and out["scores"]["isc"] is not None
 
 
 class _Pending(Exception):

@@ -5,6 +5,7 @@ any folder of images."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,17 @@ from genbench.device import resolve_device
 from genbench.distributed import DistInfo, all_gather_objects
 from genbench.errors import GenbenchError
 from genbench.io import read_json, write_json
-from genbench.metrics.audit import memorization_audit
+from genbench.metrics.bootstrap import KIND as BOOTSTRAP_KIND
+from genbench.metrics.bootstrap import bootstrap
 from genbench.metrics.cache import key_digest, sha256_tensor
 from genbench.metrics.classifier import ClassifierSettings, class_consistency, get_classifier
+from genbench.metrics.copies import CopySettings, copy_audit
 from genbench.metrics.features import cached_features, extract_features
 from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import fingerprint
 from genbench.progress import Reporter
-from genbench.rundir import set_status
+from genbench.rundir import read_status, set_status
 
 #: Seed of the random subsets of real images (reference set, training subsets); recorded.
 SUBSET_SEED = 0
@@ -79,42 +82,42 @@ def seeded_subset(images: ImageSet, n: int, *, seed: int = SUBSET_SEED) -> Image
     return images.subset(idx.sort().values)
 
 
-def train_pool(train: ImageSet, size: int, *, seed: int = SUBSET_SEED) -> ImageSet:
-    """The first ``size`` training images of a seeded permutation, in permutation order,
-    so a smaller pool is a prefix of a larger one (the real-data row and the
-    memorization audit share one cached feature extraction)."""
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:size]
-    return train.subset(idx)
+@dataclass
+class HeldoutParts:
+    """Disjoint parts of the held-out split: the FID/KID reference, the real-data
+    row's images, and the copy audit's calibration and check sets."""
+
+    reference: ImageSet
+    real: ImageSet
+    calibration: ImageSet
+    check: ImageSet
+    notes: list[str]
 
 
-def pool_size(metrics_cfg: MetricsConfig, n: int) -> int:
-    """Training images whose features are extracted: N for the real-data row, the audit cap."""
-    return max(n, metrics_cfg.memorization_max_train if metrics_cfg.memorization else 0)
-
-
-def _pool_features(
-    pool: ImageSet,
-    *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
-    choice: ExtractorChoice,
-    device: torch.device,
-    reporter: Reporter,
-    label: str,
-) -> dict[str, torch.Tensor]:
-    with reporter.phase(f"{label}: training-image features", total=len(pool)) as tick:
-        feats, hit = cached_features(
-            pool.images,
-            choice=choice,
-            device=device,
-            describe={**_describe(data_cfg, bundle, "train"), "order": "permutation"},
-            batch_size=metrics_cfg.batch_size,
-            on_batch=lambda m: tick(advance=m),
+def heldout_parts(
+    holdout: ImageSet, *, n_ref: int, n: int, seed: int = SUBSET_SEED
+) -> HeldoutParts:
+    """One seeded permutation of the held-out split, cut in order: reference (n_ref,
+    the same images as :func:`seeded_subset`), real-data row (n), calibration (n),
+    check (n). A short split shrinks the later parts, never the reference."""
+    perm = torch.randperm(len(holdout), generator=torch.Generator().manual_seed(seed))
+    notes: list[str] = []
+    ref_idx = perm[:n_ref]
+    rest = perm[n_ref:]
+    want = 3 * n
+    if len(rest) < want:
+        k = len(rest) // 3
+        notes.append(
+            f"held-out split too small for 3 x {n} audit images after the reference: "
+            f"real-data row, calibration and check sets get {k} each"
         )
-        if hit:
-            tick(len(pool), len(pool))
-    return feats
+        n = k
+    parts = [rest[i * n : (i + 1) * n] for i in range(3)]
+
+    def take(idx: torch.Tensor) -> ImageSet:
+        return holdout.subset(idx.sort().values)
+
+    return HeldoutParts(take(ref_idx), take(parts[0]), take(parts[1]), take(parts[2]), notes)
 
 
 def settings_from(cfg: MetricsConfig) -> FidelitySettings:
@@ -156,6 +159,19 @@ def _class_labels(manifest: dict[str, Any], n: int) -> torch.Tensor | None:
 
 
 # -- the core -----------------------------------------------------------------------
+@dataclass
+class _Job:
+    """What one scoring call works on: the images, their features and the held-out parts."""
+
+    images: torch.Tensor  # uint8, as given
+    native: torch.Tensor  # uint8 in the data's channel count (pixel-space audits)
+    parts: HeldoutParts
+    gen_feats: dict[str, torch.Tensor]
+    ref_feats: dict[str, torch.Tensor]
+    feature_seconds: float | None
+    notes: list[str]
+
+
 def score_images(
     images: torch.Tensor,
     *,
@@ -172,22 +188,116 @@ def score_images(
     label: str = "samples",
     audit: bool = True,
     features: dict[str, torch.Tensor] | None = None,
-    train_pool_size: int | None = None,
 ) -> dict[str, Any]:
     """Score uint8 images against a seeded subset of ``n_ref`` held-out images.
 
     Returns ``scores`` (fid, kid {mean, std}, precision, recall, f_score,
-    isc {mean, std}, plus per-class means, class consistency and memorization
-    rates when computed; a metric that cannot be computed is None with its reason
-    in ``scores_unavailable``), ``protocol`` (with its ``fingerprint``),
-    ``per_class``, ``class_consistency``, ``memorization`` and ``warnings``.
+    isc {mean, std}, plus per-class means, class consistency and the copy rate
+    when computed; a metric that cannot be computed is None with its reason in
+    ``scores_unavailable``), ``protocol`` (with its ``fingerprint``),
+    ``per_class``, ``class_consistency``, ``copies`` (the copy audit),
+    ``bootstrap`` (sampling intervals of FID and KID) and ``warnings``.
 
-    ``features`` are the images' features when already known (cached real
-    images, or a sample set's features gathered from several ranks; generated
-    features are never cached); ``train_pool_size`` sizes the cached training-feature pool the
-    audit takes its first ``memorization_max_train`` images from.
+    ``features`` are the images' features when already known (a sample set's
+    features gathered from several ranks; generated features are never cached).
+    With ``out_dir``, the audit's pairs (copies.json, copies.png) and the
+    bootstrap replicates (bootstrap.json) are written there.
     """
     reporter = reporter or Reporter()
+    job = _prepare(
+        images,
+        bundle=bundle,
+        data_cfg=data_cfg,
+        metrics_cfg=metrics_cfg,
+        n_ref=n_ref,
+        choice=choice,
+        device=device,
+        reporter=reporter,
+        label=label,
+        features=features,
+    )
+    fr = fidelity_from_features(
+        job.gen_feats,
+        job.ref_feats,
+        names=list(metrics_cfg.names),
+        feature_layer=choice.feature_layer,
+        logits_layer=choice.logits_layer,
+        settings=settings_from(metrics_cfg),
+    )
+    for w in fr.warnings:
+        job.notes.append(w)
+        reporter.warn(f"{label}: {w}")
+    scores = dict(fr.scores)
+    result: dict[str, Any] = {}
+    layer = choice.feature_layer
+    if labels is not None and metrics_cfg.per_class and job.parts.reference.labels is not None:
+        result["per_class"] = per_class_scores(
+            job.gen_feats[layer],
+            labels,
+            job.ref_feats[layer],
+            job.parts.reference.labels,
+            class_names=bundle.spec.class_names,
+            settings=settings_from(metrics_cfg),
+        )
+        scores["fid_class_mean"] = result["per_class"]["fid_mean"]
+        scores["kid_class_mean"] = result["per_class"]["kid_mean"]
+    if (
+        metrics_cfg.classifier
+        and bundle.spec.condition == "classes"
+        and bundle.train.labels is not None
+    ):
+        with reporter.phase(f"{label}: class consistency", total=None):
+            result["class_consistency"] = _consistency(
+                job.native,
+                labels,
+                bundle=bundle,
+                data_cfg=data_cfg,
+                metrics_cfg=metrics_cfg,
+                device=device,
+            )
+        if labels is not None:
+            scores["class_consistency"] = result["class_consistency"]["accuracy"]
+    if audit and metrics_cfg.memorization:
+        with reporter.phase(f"{label}: copy audit (whole training split)", total=None):
+            result["copies"] = _copy_audit(
+                job, bundle=bundle, metrics_cfg=metrics_cfg, device=device, out_dir=out_dir
+            )
+        scores["copy_rate"] = result["copies"]["rate"]
+    if metrics_cfg.bootstrap and len(images) > 2 and len(job.parts.reference) > 2:
+        result["bootstrap"] = _bootstrap(job, layer=layer, metrics_cfg=metrics_cfg, out_dir=out_dir)
+    protocol = _protocol(
+        job,
+        bundle=bundle,
+        data_cfg=data_cfg,
+        metrics_cfg=metrics_cfg,
+        choice=choice,
+        device=device,
+        sampling=sampling,
+        used=fr.used,
+    )
+    return {
+        "scores": scores,
+        "scores_unavailable": dict(fr.unavailable),
+        "protocol": protocol,
+        **result,
+        "warnings": job.notes,
+    }
+
+
+def _prepare(
+    images: torch.Tensor,
+    *,
+    bundle: DataBundle,
+    data_cfg: DataConfig,
+    metrics_cfg: MetricsConfig,
+    n_ref: int,
+    choice: ExtractorChoice,
+    device: torch.device,
+    reporter: Reporter,
+    label: str,
+    features: dict[str, torch.Tensor] | None,
+) -> _Job:
+    """Check the images, cut the held-out split, and get both sides' features."""
     spec = bundle.spec
     notes: list[str] = []
 
@@ -205,18 +315,17 @@ def score_images(
             f"{spec.resolution}x{spec.resolution}; score at the data's resolution"
         )
     n = len(images)
-    names = list(metrics_cfg.names)
-    settings = settings_from(metrics_cfg)
     if n_ref > len(bundle.holdout):
         warn(
             f"only {len(bundle.holdout)} held-out images; N_ref = {len(bundle.holdout)} instead of {n_ref}"
         )
-    ref = seeded_subset(bundle.holdout, n_ref)
+    parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
+    for note in parts.notes:
+        warn(note)
+    ref = parts.reference
     if n != len(ref):
         warn(f"N = {n} generated vs N_ref = {len(ref)} reference images")
-    # Pixel-space comparisons happen in the data's channel count.
     native = set_channels(images, spec.channels) if images.shape[1] != spec.channels else images
-
     with reporter.phase(f"{label}: reference features", total=len(ref)) as tick:
         ref_feats, hit = cached_features(
             ref.images,
@@ -228,88 +337,114 @@ def score_images(
         )
         if hit:
             tick(len(ref), len(ref))
-    t0 = time.perf_counter()
-    if features is not None:
-        gen_feats = features
-    else:
+    seconds = None
+    if features is None:
+        t0 = time.perf_counter()
         with reporter.phase(f"{label}: features", total=n) as tick:
-            gen_feats = extract_features(
+            features = extract_features(
                 images,
                 choice=choice,
                 device=device,
                 batch_size=metrics_cfg.batch_size,
                 on_batch=lambda m: tick(advance=m),
             )
-    feature_seconds = time.perf_counter() - t0 if features is None else None
+        seconds = time.perf_counter() - t0
+    return _Job(images, native, parts, features, ref_feats, seconds, notes)
 
-    fr = fidelity_from_features(
-        gen_feats,
-        ref_feats,
-        names=names,
-        feature_layer=choice.feature_layer,
-        logits_layer=choice.logits_layer,
-        settings=settings,
+
+def _consistency(
+    native: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    bundle: DataBundle,
+    data_cfg: DataConfig,
+    metrics_cfg: MetricsConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    csettings = ClassifierSettings(steps=metrics_cfg.classifier_steps)
+    model, info = get_classifier(
+        bundle.train,
+        bundle.holdout,
+        describe=_describe(data_cfg, bundle, "train"),
+        device=device,
+        settings=csettings,
     )
-    for w in fr.warnings:
-        warn(w)
-    scores = dict(fr.scores)
-    unavailable = dict(fr.unavailable)
-    result: dict[str, Any] = {}
+    cc = class_consistency(
+        model,
+        native,
+        labels,
+        class_names=bundle.spec.class_names,
+        settings=csettings,
+        device=device,
+    )
+    return {**cc, "classifier": info}
 
-    # Per-class FID/KID: samples with their intended class vs held-out images of that class.
-    if labels is not None and metrics_cfg.per_class and ref.labels is not None:
-        result["per_class"] = per_class_scores(
-            gen_feats[choice.feature_layer],
-            labels,
-            ref_feats[choice.feature_layer],
-            ref.labels,
-            class_names=spec.class_names,
-            settings=settings,
+
+def _copy_audit(
+    job: _Job,
+    *,
+    bundle: DataBundle,
+    metrics_cfg: MetricsConfig,
+    device: torch.device,
+    out_dir: Path | None,
+) -> dict[str, Any]:
+    """Every image against the whole training split, calibrated on held-out images."""
+    settings = CopySettings(
+        max_shift=metrics_cfg.copy_max_shift,
+        alpha=metrics_cfg.copy_alpha,
+        flag_p=metrics_cfg.copy_flag_p,
+    )
+    if len(job.parts.calibration) < 2 or len(job.parts.check) < 1:
+        return {
+            "rate": None,
+            "flagged": False,
+            "unavailable": "too few held-out images left after the reference to calibrate the audit",
+        }
+    return copy_audit(
+        job.native,
+        train_images=bundle.train.images,
+        train_source_index=bundle.train.source_index,
+        calibration_images=job.parts.calibration.images,
+        check_images=job.parts.check.images,
+        settings=settings,
+        device=device,
+        out_dir=out_dir,
+    )
+
+
+def _bootstrap(
+    job: _Job, *, layer: str, metrics_cfg: MetricsConfig, out_dir: Path | None
+) -> dict[str, Any]:
+    boot = bootstrap(job.gen_feats[layer], job.ref_feats[layer], n_boot=metrics_cfg.bootstrap)
+    summary = {
+        "n": boot["n"],
+        "seed": boot["seed"],
+        "fid_ci95": boot["fid_ci95"],
+        "kid_ci95": boot["kid_ci95"],
+        "kind": BOOTSTRAP_KIND,
+    }
+    if out_dir is not None:
+        write_json(
+            out_dir / "bootstrap.json",
+            {k: boot[k] for k in ("n", "seed", "n_samples", "fid", "kid")},
         )
-        scores["fid_class_mean"] = result["per_class"]["fid_mean"]
-        scores["kid_class_mean"] = result["per_class"]["kid_mean"]
+        summary["file"] = "bootstrap.json"
+    return summary
 
-    if metrics_cfg.classifier and spec.condition == "classes" and bundle.train.labels is not None:
-        with reporter.phase(f"{label}: class consistency", total=None):
-            csettings = ClassifierSettings(steps=metrics_cfg.classifier_steps)
-            model, info = get_classifier(
-                bundle.train,
-                bundle.holdout,
-                describe=_describe(data_cfg, bundle, "train"),
-                device=device,
-                settings=csettings,
-            )
-            cc = class_consistency(
-                model,
-                native,
-                labels,
-                class_names=spec.class_names,
-                settings=csettings,
-                device=device,
-            )
-        result["class_consistency"] = {**cc, "classifier": info}
-        if labels is not None:
-            scores["class_consistency"] = cc["accuracy"]
 
-    if audit and metrics_cfg.memorization:
-        result["memorization"] = _memorization(
-            gen_feats[choice.feature_layer],
-            native,
-            ref_feats[choice.feature_layer],
-            ref.images,
-            bundle=bundle,
-            data_cfg=data_cfg,
-            metrics_cfg=metrics_cfg,
-            choice=choice,
-            device=device,
-            reporter=reporter,
-            out_dir=out_dir,
-            label=label,
-            pool_size=max(train_pool_size or 0, metrics_cfg.memorization_max_train),
-        )
-        scores["memorization"] = result["memorization"]["feature"]["rate"]
-        scores["memorization_pixel"] = result["memorization"]["pixel"]["rate"]
-
+def _protocol(
+    job: _Job,
+    *,
+    bundle: DataBundle,
+    data_cfg: DataConfig,
+    metrics_cfg: MetricsConfig,
+    choice: ExtractorChoice,
+    device: torch.device,
+    sampling: dict[str, Any] | None,
+    used: dict[str, Any],
+) -> dict[str, Any]:
+    spec, n, ref = bundle.spec, len(job.images), job.parts.reference
+    seconds = job.feature_seconds
     protocol: dict[str, Any] = {
         "torch_fidelity": torch_fidelity.__version__,
         "extractor": choice.name,
@@ -329,23 +464,21 @@ def score_images(
         "channel_handling": (
             "grayscale replicated to RGB for the extractor" if spec.channels == 1 else "RGB"
         )
-        + (f"; images had {images.shape[1]} channels" if images.shape[1] != spec.channels else ""),
-        "settings": {**settings.to_dict(), **fr.used},
+        + (
+            f"; images had {job.images.shape[1]} channels"
+            if job.images.shape[1] != spec.channels
+            else ""
+        ),
+        "settings": {**settings_from(metrics_cfg).to_dict(), **used},
         "sampling": dict(sampling or {}),
-        "extract_seconds": round(feature_seconds, 2) if feature_seconds else None,
-        "extract_images_per_s": round(n / feature_seconds, 2) if feature_seconds else None,
+        "extract_seconds": round(seconds, 2) if seconds else None,
+        "extract_images_per_s": round(n / seconds, 2) if seconds else None,
         "device": str(device),
     }
     protocol["fingerprint"] = fingerprint(protocol)
     if choice.notes:
         protocol["notes"] = list(choice.notes)
-    return {
-        "scores": scores,
-        "scores_unavailable": unavailable,
-        "protocol": protocol,
-        **result,
-        "warnings": notes,
-    }
+    return protocol
 
 
 def per_class_scores(
@@ -388,57 +521,6 @@ def per_class_scores(
     }
 
 
-def _memorization(
-    gen_feat: torch.Tensor,
-    gen_native: torch.Tensor,
-    ref_feat: torch.Tensor,
-    ref_images: torch.Tensor,
-    *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
-    choice: ExtractorChoice,
-    device: torch.device,
-    reporter: Reporter,
-    out_dir: Path | None,
-    label: str,
-    pool_size: int,
-) -> dict[str, Any]:
-    pool = train_pool(bundle.train, pool_size)
-    pool_feats = _pool_features(
-        pool,
-        bundle=bundle,
-        data_cfg=data_cfg,
-        metrics_cfg=metrics_cfg,
-        choice=choice,
-        device=device,
-        reporter=reporter,
-        label=label,
-    )
-    cap = min(metrics_cfg.memorization_max_train, len(pool))
-    train_f = pool.subset(torch.arange(cap))
-    train_feats = {k: v[:cap] for k, v in pool_feats.items()}
-    cap_p = metrics_cfg.memorization_max_train_pixels
-    train_p = seeded_subset(bundle.train, cap_p) if cap_p else bundle.train
-    with reporter.phase(f"{label}: memorization audit", total=None):
-        out = memorization_audit(
-            gen_features=gen_feat,
-            held_features=ref_feat,
-            train_features=train_feats[choice.feature_layer],
-            gen_images=gen_native,
-            held_images=ref_images,
-            train_images_features=train_f.images,
-            train_images_pixels=train_p.images,
-            train_source_index_features=train_f.source_index,
-            train_source_index_pixels=train_p.source_index,
-            quantile=metrics_cfg.memorization_quantile,
-            out_dir=out_dir,
-        )
-    out["train_cap_features"] = metrics_cfg.memorization_max_train
-    out["train_cap_pixels"] = cap_p
-    return out
-
-
 # -- entry points ------------------------------------------------------------------------
 def score_run(
     *,
@@ -478,7 +560,6 @@ def score_run(
         sampling=sampling,
         out_dir=run_dir,
         label=f"{config.model} s{config.seed}",
-        train_pool_size=pool_size(config.metrics, config.sample.n),
         features=features,
     )
 
@@ -511,6 +592,7 @@ def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> s
         "metrics": experiment.metrics.model_dump(mode="json"),
         "extractor": choice.name,
         "weights_sha256": choice.weights_sha256,
+        "images": "held-out, after the reference",  # v2: no longer training images
     }
     return f"{experiment.name}-real-n{experiment.sample.n}-{key_digest(key, 10)}"
 
@@ -523,8 +605,10 @@ def score_real_data(
     *,
     device: torch.device | str | None = None,
 ) -> Path | None:
-    """The "real data" row: a seeded training subset of N images scored like a sample
-    set against the same held-out reference. The floor a generator can approach.
+    """The "real data" row: N held-out images, disjoint from the reference and from
+    the copy audit's calibration images, scored like a sample set against the same
+    reference (and audited like one). The floor a generator that makes fresh
+    images from the data distribution can reach.
 
     Writes RESULTS/<experiment>-real-n<N>-<hash>/metrics.json (model "real") and
     status.json; a folder already marked done is left alone. Returns the folder,
@@ -536,62 +620,55 @@ def score_real_data(
     reporter = reporter or Reporter()
     choice = extractor_for(cfg.metrics)
     rd = results_dir / real_data_run_id(cfg, choice)
-    status = rd / STATUS
-    try:
-        if status.exists() and read_json(status).get("status") == "done":
-            reporter.info(f"{rd.name}: already done, skipped")
-            return rd
-    except ValueError:
-        pass  # unreadable status: score again
+    if read_status(rd).get("status") == "done":
+        reporter.info(f"{rd.name}: already done, skipped")
+        return rd
     dev = resolve_device(cfg.train.device) if device is None else torch.device(device)
     rd.mkdir(parents=True, exist_ok=True)
     set_status(rd, "running")
     t0 = time.perf_counter()
     n = cfg.sample.n
-    pool = train_pool(bundle.train, pool_size(cfg.metrics, n))
-    feats = _pool_features(
-        pool,
-        bundle=bundle,
-        data_cfg=cfg.data,
-        metrics_cfg=cfg.metrics,
-        choice=choice,
-        device=dev,
-        reporter=reporter,
-        label="real data",
-    )
-    train = pool.subset(torch.arange(min(n, len(pool))))
-    if len(train) < n:
-        reporter.warn(f"real-data row: only {len(train)} training images for N = {n}")
-    labels = train.labels if bundle.spec.condition == "classes" else None
+    n_ref = cfg.metrics.n_ref or n
+    real = heldout_parts(bundle.holdout, n_ref=n_ref, n=n).real
+    if len(real) < n:
+        reporter.warn(f"real-data row: only {len(real)} held-out images left for N = {n}")
+    with reporter.phase("real data: features", total=len(real)) as tick:
+        feats, _ = cached_features(
+            real.images,
+            choice=choice,
+            device=dev,
+            describe={**_describe(cfg.data, bundle, "holdout"), "part": "real-data row"},
+            batch_size=cfg.metrics.batch_size,
+            on_batch=lambda m: tick(advance=m),
+        )
     res = score_images(
-        train.images,
-        features={k: v[: len(train)] for k, v in feats.items()},
+        real.images,
+        features=feats,
         bundle=bundle,
         data_cfg=cfg.data,
         metrics_cfg=cfg.metrics,
-        n_ref=cfg.metrics.n_ref or n,
+        n_ref=n_ref,
         choice=choice,
         device=dev,
         reporter=reporter,
-        labels=labels,
+        labels=real.labels if bundle.spec.condition == "classes" else None,
         sampling={"sampler": "real-data", "nfe": 0},
         out_dir=rd,
         label="real data",
-        audit=False,  # training images are trivially "memorized"
     )
     metrics = {
         "run_id": rd.name,
         "experiment": cfg.name,
         "model": "real",
         "seed": None,
-        "sampling": {"sampler": "real-data", "nfe": 0, "n": len(train), "images_per_s": None},
+        "sampling": {"sampler": "real-data", "nfe": 0, "n": len(real), "images_per_s": None},
         "data": {"source": cfg.data.source, "resolution": cfg.data.resolution, **bundle.split},
         "real_subset": {
-            "split": bundle.split.get("train_from", "train"),
+            "split": bundle.split.get("holdout_from", "holdout"),
             "subset_seed": SUBSET_SEED,
-            "order": "first N of a seeded permutation",
-            "n": len(train),
-            "subset_sha256": sha256_tensor(train.images)[:16],
+            "order": "held-out images after the reference in one seeded permutation",
+            "n": len(real),
+            "subset_sha256": sha256_tensor(real.images)[:16],
         },
         **res,
         "scoring": {"seconds": round(time.perf_counter() - t0, 3)},
