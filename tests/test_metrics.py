@@ -16,8 +16,8 @@ from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleC
 from genbench.data import load_data
 from genbench.metrics import mark_comparable, protocol_differences, scoring
 from genbench.metrics.fidelity import fid_low_rank, fidelity_from_features
-from tests.standin import STANDIN_NAME, standin_choice
 from genbench.sampling import save_png
+from tests.standin import STANDIN_NAME, standin_choice
 
 DATA = DataConfig(source="digits", resolution=16, split="random")
 CPU = torch.device("cpu")

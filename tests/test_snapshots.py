@@ -6,8 +6,8 @@ import torch
 
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.metrics import scoring
-from tests.standin import standin_choice
 from genbench.runner import run_experiment
+from tests.standin import standin_choice
 
 
 def test_snapshots_are_scored_at_the_configured_kimg(tmp_path, monkeypatch):
