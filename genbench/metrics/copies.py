@@ -121,8 +121,9 @@ class _Descriptors:
         self.pool = max(2, min(6, side))
         w = torch.hann_window(side + 2, periodic=False)[1:-1]
         self.window = w[:, None] * w[None, :]  # tapers the crop's border: shift-tolerant
-        step = max(1, (shift + 1) // 2)
-        self.offsets = sorted({-step * (shift > 0), 0, step * (shift > 0)})
+        # Query crops at offsets spaced about half a pooling cell apart cover every shift.
+        step = max(1, min(shift, int(side / self.pool) // 2))
+        self.offsets = list(range(-(shift // step) * step, shift + 1, step)) if shift else [0]
 
     def fourier(self, x: torch.Tensor) -> torch.Tensor:
         c = _crop(x, self.m)
