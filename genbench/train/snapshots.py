@@ -40,6 +40,7 @@ def snapshotter(
             "per_class": False,
             "classifier": False,
             "memorization": False,
+            "bootstrap": 0,  # snapshots trace a curve; the final set carries the intervals
         }
     )
     n = cfg.metrics.snapshot_n
