@@ -13,8 +13,8 @@ import genbench
 from genbench.cli import app
 from genbench.errors import ConfigError, GenbenchError
 from genbench.metrics import scoring
-from genbench.metrics.standin import standin_choice
 from genbench.sampling import read_sample_set
+from tests.standin import standin_choice
 
 # The smoke experiment with scoring on (a stand-in extractor: real Inception is slow here).
 SCORED = {
@@ -23,7 +23,7 @@ SCORED = {
     "sample.batch_size": 12,
     "metrics.enabled": True,
     "metrics.classifier_steps": 30,
-    "metrics.memorization_max_train": 100,
+    "metrics.bootstrap": 20,
 }
 EXPERIMENT = """name = "apitest"
 models = ["dcgan"]
@@ -39,7 +39,7 @@ n = 24
 batch_size = 12
 [metrics]
 classifier_steps = 30
-memorization_max_train = 100
+bootstrap = 20
 """
 
 

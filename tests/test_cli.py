@@ -265,7 +265,7 @@ def test_bench_reports_speed_and_flops(tmp_path, smoke_results):
 def test_bench_times_scoring_layouts_and_diffusion_precisions(tmp_path, monkeypatch):
     from genbench.bench import bench_model
     from genbench.metrics import scoring
-    from genbench.metrics.standin import standin_choice
+    from tests.standin import standin_choice
 
     monkeypatch.setattr(scoring, "extractor_for", lambda cfg: standin_choice())
     out = tmp_path / "bench.json"

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from genbench.cli import app
 from genbench.config import MetricsConfig
 from genbench.metrics import scoring
-from genbench.metrics.standin import standin_choice
 from genbench.pretrained import NOTE
 from genbench.runner import run_experiment
 from tests.conftest import tiny_experiment
+from tests.standin import standin_choice
 
 runner = CliRunner()
 UNET = {

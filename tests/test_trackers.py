@@ -365,7 +365,7 @@ def test_runs_log_to_tensorboard_and_wandb_and_a_shared_training_is_replayed(
     from genbench.cli import app
     from genbench.io import read_jsonl
     from genbench.metrics import scoring
-    from genbench.metrics.standin import standin_choice
+    from tests.standin import standin_choice
 
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
