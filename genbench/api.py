@@ -227,11 +227,11 @@ def score(
             consistency); a folder's come from its ``manifest.json``.
         n_ref: reference images (default: the experiment's, or as many as the images).
         inception_weights: a weights file (see ``genbench doctor``).
-        out_dir: where the memorization audit's image goes (default: not written).
+        out_dir: where the copy audit (copies.json, copies.png) and bootstrap replicates go (default: not written).
 
     Returns ``scores`` (fid, kid {mean, std}, precision, recall, isc, ...; a metric that
     cannot be computed is None with its reason in ``scores_unavailable``), ``protocol``
-    (with its ``fingerprint``), ``per_class``, ``class_consistency``, ``memorization``
+    (with its ``fingerprint``), ``per_class``, ``class_consistency``, ``copies``, ``bootstrap``
     and ``warnings``.
     """
     from genbench.metrics import score_folder
