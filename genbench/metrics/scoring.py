@@ -203,6 +203,7 @@ def score_images(
     With ``out_dir``, the audit's pairs (copies.json, copies.png) and the
     bootstrap replicates (bootstrap.json) are written there.
     """
+    # Long only in its signature and docstring: the body is a sequence of named steps.
     reporter = reporter or Reporter()
     job = _prepare(
         images,
@@ -228,35 +229,18 @@ def score_images(
         job.notes.append(w)
         reporter.warn(f"{label}: {w}")
     scores = dict(fr.scores)
-    result: dict[str, Any] = {}
     layer = choice.feature_layer
-    if labels is not None and metrics_cfg.per_class and job.parts.reference.labels is not None:
-        result["per_class"] = per_class_scores(
-            job.gen_feats[layer],
+    with reporter.phase(f"{label}: per-class scores and class consistency", total=None):
+        result, class_scores = _class_scores(
+            job,
             labels,
-            job.ref_feats[layer],
-            job.parts.reference.labels,
-            class_names=bundle.spec.class_names,
-            settings=settings_from(metrics_cfg),
+            bundle=bundle,
+            data_cfg=data_cfg,
+            metrics_cfg=metrics_cfg,
+            layer=layer,
+            device=device,
         )
-        scores["fid_class_mean"] = result["per_class"]["fid_mean"]
-        scores["kid_class_mean"] = result["per_class"]["kid_mean"]
-    if (
-        metrics_cfg.classifier
-        and bundle.spec.condition == "classes"
-        and bundle.train.labels is not None
-    ):
-        with reporter.phase(f"{label}: class consistency", total=None):
-            result["class_consistency"] = _consistency(
-                job.native,
-                labels,
-                bundle=bundle,
-                data_cfg=data_cfg,
-                metrics_cfg=metrics_cfg,
-                device=device,
-            )
-        if labels is not None:
-            scores["class_consistency"] = result["class_consistency"]["accuracy"]
+    scores.update(class_scores)
     if audit and metrics_cfg.memorization:
         with reporter.phase(f"{label}: copy audit (whole training split)", total=None):
             result["copies"] = _copy_audit(
@@ -350,6 +334,47 @@ def _prepare(
             )
         seconds = time.perf_counter() - t0
     return _Job(images, native, parts, features, ref_feats, seconds, notes)
+
+
+def _class_scores(
+    job: _Job,
+    labels: torch.Tensor | None,
+    *,
+    bundle: DataBundle,
+    data_cfg: DataConfig,
+    metrics_cfg: MetricsConfig,
+    layer: str,
+    device: torch.device,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-class FID/KID (samples of class c vs held-out images of class c) and class
+    consistency, for class data. Returns (metrics.json blocks, scores)."""
+    result: dict[str, Any] = {}
+    scores: dict[str, Any] = {}
+    ref = job.parts.reference
+    if labels is not None and metrics_cfg.per_class and ref.labels is not None:
+        result["per_class"] = per_class_scores(
+            job.gen_feats[layer],
+            labels,
+            job.ref_feats[layer],
+            ref.labels,
+            class_names=bundle.spec.class_names,
+            settings=settings_from(metrics_cfg),
+        )
+        scores["fid_class_mean"] = result["per_class"]["fid_mean"]
+        scores["kid_class_mean"] = result["per_class"]["kid_mean"]
+    spec = bundle.spec
+    if metrics_cfg.classifier and spec.condition == "classes" and bundle.train.labels is not None:
+        result["class_consistency"] = _consistency(
+            job.native,
+            labels,
+            bundle=bundle,
+            data_cfg=data_cfg,
+            metrics_cfg=metrics_cfg,
+            device=device,
+        )
+        if labels is not None:
+            scores["class_consistency"] = result["class_consistency"]["accuracy"]
+    return result, scores
 
 
 def _consistency(
