@@ -104,7 +104,7 @@ def test_heldout_images_are_flagged_at_about_the_calibrated_rate(bundle):
 
 def test_wilson_interval_covers_the_ends():
     assert wilson(0, 50)[0] == 0.0 and 0 < wilson(0, 50)[1] < 0.1
-    assert wilson(50, 50)[1] == pytest.approx(1.0) and wilson(50, 50)[0] > 0.9
+    assert wilson(50, 50)[1] == 1.0 and wilson(50, 50)[0] > 0.9
 
 
 def test_descriptor_index_is_cached_and_reused(bundle, tmp_path, monkeypatch):
@@ -226,3 +226,26 @@ def test_real_data_row_is_not_flagged(copier_results):
     (real,) = [p for p in out_dir.iterdir() if "-real-" in p.name]
     m = json.loads((real / "metrics.json").read_text())
     assert m["model"] == "real" and not m["copies"]["flagged"]
+
+
+def test_copiers_are_flagged_in_tables_and_headline_and_never_best(copier_results):
+    from typer.testing import CliRunner
+
+    from genbench.cli import app
+
+    out_dir, _ = copier_results
+    res = CliRunner().invoke(app, ["report", str(out_dir), "--no-figures", "--no-data"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out_dir / "report" / "summary.json").read_text())
+    rows = summary["rows"] if isinstance(summary, dict) else summary
+    means = [r for r in rows if r.get("row") == "mean"]
+    copiers = [r for r in means if str(r["model"]).startswith("copy-")]
+    assert len(copiers) == 4
+    assert all(not r.get("best") for r in copiers)  # never marked best, in any column
+    md = (out_dir / "report" / "summary.md").read_text()
+    for name in ("copy-exact", "copy-mirrored", "copy-shifted", "copy-noised"):
+        assert f"{name} ⚠copies" in md
+    headline = next(line for line in md.splitlines() if "Flagged for copying" in line)
+    ranked, flagged = headline.split("Flagged for copying")
+    assert "dcgan" in ranked and all(n not in ranked for n in ("copy-exact", "copy-noised"))
+    assert all(n in flagged for n in ("copy-exact", "copy-mirrored", "copy-shifted", "copy-noised"))

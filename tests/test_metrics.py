@@ -362,3 +362,21 @@ def test_split_features_gathers_every_rank_share_in_image_order(monkeypatch, bun
     assert set(got) == set(want)
     for k in want:
         torch.testing.assert_close(got[k], want[k])
+
+
+def test_bootstrap_fid_of_the_full_set_equals_the_reported_fid(bundle):
+    """The projection identity: with every sample once, the bootstrap's FID formula gives
+    torch-fidelity's FID; the intervals are centred there (resampling bias removed)."""
+    from genbench.metrics.bootstrap import bootstrap
+
+    imgs = scoring.heldout_parts(bundle.holdout, n_ref=60, n=60).real.images
+    out = _score(imgs, bundle, n_ref=60, bootstrap=0)
+    feats = scoring.extract_features(imgs, choice=standin_choice(), device=CPU, batch_size=32)
+    ref = scoring.heldout_parts(bundle.holdout, n_ref=60, n=60).reference.images
+    ref_feats = scoring.extract_features(ref, choice=standin_choice(), device=CPU, batch_size=32)
+    layer = standin_choice().feature_layer
+    boot = bootstrap(feats[layer], ref_feats[layer], n_boot=40)
+    fid = out["scores"]["fid"]
+    assert sum(boot["fid"]) / 40 == pytest.approx(fid, rel=1e-4)
+    lo, hi = boot["fid_ci95"]
+    assert lo < fid < hi and boot["resample_bias"]["fid"] > 0

@@ -446,6 +446,7 @@ def _bootstrap(
         "seed": boot["seed"],
         "fid_ci95": boot["fid_ci95"],
         "kid_ci95": boot["kid_ci95"],
+        "resample_bias": boot["resample_bias"],
         "kind": BOOTSTRAP_KIND,
     }
     if out_dir is not None:

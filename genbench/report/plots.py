@@ -187,18 +187,7 @@ class PlotWriter:
                     transform=ax.get_xaxis_transform(),
                     color="gray",
                 )
-            for i, (_, r) in enumerate(agg.iterrows()):
-                pts = seeds[(seeds["model"] == r["model"]) & (seeds["variant"] == r["variant"])]
-                ys = pd.to_numeric(pts.get(key), errors="coerce").dropna()
-                ax.scatter(
-                    np.full(len(ys), i) + np.linspace(-0.15, 0.15, len(ys))
-                    if len(ys) > 1
-                    else [i] * len(ys),
-                    ys,
-                    color="black",
-                    s=12,
-                    zorder=3,
-                )
+            _seed_dots(ax, agg, seeds, key)
             if not real.empty and pd.notna(real.iloc[0].get(key)):
                 ax.axhline(float(real.iloc[0][key]), color="gray", ls="--", lw=1, label="real data")
                 ax.legend(fontsize=7, loc="best")
@@ -575,6 +564,25 @@ def pareto_front(
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: xs[i])
+
+
+def _seed_dots(ax: Any, agg: pd.DataFrame, seeds: pd.DataFrame, key: str) -> None:
+    """Each training seed as a dot over its model's bar: a seaborn swarm, so seeds with
+    close values sit side by side instead of hiding each other (deterministic layout)."""
+    pts = []
+    for i, (_, r) in enumerate(agg.iterrows()):
+        mine = seeds[(seeds["model"] == r["model"]) & (seeds["variant"] == r["variant"])]
+        pts += [(i, v) for v in pd.to_numeric(mine.get(key), errors="coerce").dropna()]
+    if not pts:
+        return
+    import seaborn as sns  # after the figure module chose its backend
+
+    frame = pd.DataFrame(pts, columns=["pos", "value"])
+    sns.swarmplot(
+        data=frame, x="pos", y="value", native_scale=True, color="black", size=3.5, ax=ax, zorder=3
+    )
+    ax.set_xlabel("")
+    ax.set_ylabel("")
 
 
 def _flag_and_sampling(
