@@ -28,7 +28,7 @@ from genbench.metrics.cache import key_digest, sha256_tensor
 from genbench.metrics.classifier import ClassifierSettings, class_consistency, get_classifier
 from genbench.metrics.copies import CopySettings, copy_audit
 from genbench.metrics.features import cached_features, extract_features
-from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
+from genbench.metrics.fidelity import FidelityResult, FidelitySettings, fidelity_from_features
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import fingerprint
 from genbench.progress import Reporter
@@ -191,19 +191,14 @@ def score_images(
 ) -> dict[str, Any]:
     """Score uint8 images against a seeded subset of ``n_ref`` held-out images.
 
-    Returns ``scores`` (fid, kid {mean, std}, precision, recall, f_score,
-    isc {mean, std}, plus per-class means, class consistency and the copy rate
-    when computed; a metric that cannot be computed is None with its reason in
-    ``scores_unavailable``), ``protocol`` (with its ``fingerprint``),
-    ``per_class``, ``class_consistency``, ``copies`` (the copy audit),
-    ``bootstrap`` (sampling intervals of FID and KID) and ``warnings``.
-
-    ``features`` are the images' features when already known (a sample set's
-    features gathered from several ranks; generated features are never cached).
-    With ``out_dir``, the audit's pairs (copies.json, copies.png) and the
-    bootstrap replicates (bootstrap.json) are written there.
+    Returns ``scores`` (fid, kid {mean, std}, precision, recall, f_score, isc {mean, std},
+    per-class means, class consistency and the copy rate when computed; a metric that cannot
+    be computed is None with its reason in ``scores_unavailable``), ``protocol`` (with its
+    ``fingerprint``), ``per_class``, ``class_consistency``, ``copies`` (the copy audit),
+    ``bootstrap`` (sampling intervals of FID and KID) and ``warnings``. ``features``: the
+    images' features when already known (gathered from several ranks; generated features are
+    never cached). ``out_dir`` receives copies.json, copies.png and bootstrap.json.
     """
-    # Long only in its signature and docstring: the body is a sequence of named steps.
     reporter = reporter or Reporter()
     job = _prepare(
         images,
@@ -217,17 +212,7 @@ def score_images(
         label=label,
         features=features,
     )
-    fr = fidelity_from_features(
-        job.gen_feats,
-        job.ref_feats,
-        names=list(metrics_cfg.names),
-        feature_layer=choice.feature_layer,
-        logits_layer=choice.logits_layer,
-        settings=settings_from(metrics_cfg),
-    )
-    for w in fr.warnings:
-        job.notes.append(w)
-        reporter.warn(f"{label}: {w}")
+    fr = _fidelity(job, choice=choice, metrics_cfg=metrics_cfg, reporter=reporter, label=label)
     scores = dict(fr.scores)
     layer = choice.feature_layer
     with reporter.phase(f"{label}: per-class scores and class consistency", total=None):
@@ -334,6 +319,29 @@ def _prepare(
             )
         seconds = time.perf_counter() - t0
     return _Job(images, native, parts, features, ref_feats, seconds, notes)
+
+
+def _fidelity(
+    job: _Job,
+    *,
+    choice: ExtractorChoice,
+    metrics_cfg: MetricsConfig,
+    reporter: Reporter,
+    label: str,
+) -> FidelityResult:
+    """FID, KID, precision/recall and IS from the features; warnings go to the run's notes."""
+    fr = fidelity_from_features(
+        job.gen_feats,
+        job.ref_feats,
+        names=list(metrics_cfg.names),
+        feature_layer=choice.feature_layer,
+        logits_layer=choice.logits_layer,
+        settings=settings_from(metrics_cfg),
+    )
+    for w in fr.warnings:
+        job.notes.append(w)
+        reporter.warn(f"{label}: {w}")
+    return fr
 
 
 def _class_scores(
