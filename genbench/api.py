@@ -81,6 +81,7 @@ def _resolve(
     seeds: Sequence[int] | None,
     overrides: Overrides,
     sweep: Sweep,
+    pretrained: Mapping[str, str | Path] | None = None,
 ) -> tuple[Path, list[ExperimentConfig]]:
     from genbench import registry
     from genbench.config import find_experiment, load_experiment, toml_value
@@ -94,6 +95,8 @@ def _resolve(
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise ConfigError(f"seeds {list(seeds)!r}: expected integers, e.g. [0, 1, 2]")
         sets.append(f"seeds={toml_value(list(seeds))}")
+    for name, source in (pretrained or {}).items():
+        sets.append(f"pretrained.{name}={toml_value(str(source))}")
     path = find_experiment(str(experiment))
     names = set(registry.names())
     points = sweep_points(_sweep_list(sweep)) or [[]]
@@ -128,6 +131,7 @@ def plan(
     seeds: Sequence[int] | None = None,
     overrides: Overrides = None,
     sweep: Sweep = None,
+    pretrained: Mapping[str, str | Path] | None = None,
     device: str | None = None,
     shard: tuple[int, int] | None = None,
 ) -> list[PlannedRun]:
@@ -136,7 +140,14 @@ def plan(
     from genbench.runner import plan as plan_experiment
     from genbench.runner import select_shard, with_device
 
-    path, exps = _resolve(experiment, models=models, seeds=seeds, overrides=overrides, sweep=sweep)
+    path, exps = _resolve(
+        experiment,
+        models=models,
+        seeds=seeds,
+        overrides=overrides,
+        sweep=sweep,
+        pretrained=pretrained,
+    )
     planned = [
         r for e in exps for r in plan_experiment(with_device(e, device), experiment_file=str(path))
     ]
@@ -150,6 +161,7 @@ def run(
     seeds: Sequence[int] | None = None,
     overrides: Overrides = None,
     sweep: Sweep = None,
+    pretrained: Mapping[str, str | Path] | None = None,
     results: str | Path = "results",
     resume: bool = False,
     force: bool = False,
@@ -159,8 +171,10 @@ def run(
 ) -> list[RunOutcome]:
     """Train, sample and score every (model, seed) of an experiment (``genbench run``).
 
-    Arguments as in :func:`load_experiments`, plus: ``results``, the folder that gets one
-    folder per run; ``resume``, continue interrupted runs from their last checkpoint;
+    Arguments as in :func:`load_experiments`, plus: ``pretrained``, model name -> weights
+    to score without training (a genbench run folder, or what the generator's
+    ``from_pretrained`` reads; ``genbench run --pretrained``); ``results``, the folder that
+    gets one folder per run; ``resume``, continue interrupted runs from their last checkpoint;
     ``force``, redo finished runs (else they are skipped); ``device``, overriding
     ``train.device``; ``shard=(i, n)``, run slice i of n of the grid; ``reporter``, where
     progress goes (``genbench.progress.Reporter(rich.console.Console())`` shows it; the
@@ -173,7 +187,14 @@ def run(
     from genbench.progress import Reporter
     from genbench.runner import run_grid
 
-    path, exps = _resolve(experiment, models=models, seeds=seeds, overrides=overrides, sweep=sweep)
+    path, exps = _resolve(
+        experiment,
+        models=models,
+        seeds=seeds,
+        overrides=overrides,
+        sweep=sweep,
+        pretrained=pretrained,
+    )
     return run_grid(
         exps,
         results_dir=Path(results),

@@ -318,10 +318,22 @@ def bench_scoring(
                 **choice.fidelity_kwargs(),
             )
         direct_s = time.perf_counter() - t0
+    return _scoring_summary(choice.name, n, ours, direct, direct_s, device=device)
+
+
+def _scoring_summary(
+    extractor: str,
+    n: int,
+    ours: dict[str, tuple[float, Any]],
+    direct: dict[str, Any],
+    direct_s: float,
+    *,
+    device: torch.device,
+) -> dict[str, Any]:
     default = "channels_last" if inference_channels_last(device) else "nchw"
     ours_s = ours[default][0]
     return {
-        "extractor": choice.name,
+        "extractor": extractor,
         "images": 2 * n,
         "layout": default,
         "by_layout": {

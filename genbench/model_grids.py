@@ -91,6 +91,31 @@ def _class_index(token: str, names: tuple[str, ...]) -> int:
     return i
 
 
+def _interpolation(
+    model: Generator, bundle: DataBundle, attribute: str, *, n: int, seed: int
+) -> torch.Tensor:
+    """n frames from the first training image's attributes with ``attribute`` swept 0 -> 1."""
+    spec = model.spec
+    if attribute not in spec.attribute_names:
+        raise GenbenchError(
+            f"unknown attribute {attribute!r} (attributes: {', '.join(spec.attribute_names)})"
+        )
+    a = spec.attribute_names.index(attribute)
+    assert bundle.train.labels is not None
+    base = bundle.train.labels[0].float().clone()
+    frames = []
+    for v in torch.linspace(0, 1, n):
+        vec = base.clone()
+        vec[a] = v
+        # The same noise seed for every frame, so only the attribute changes.
+        frames.append(
+            model.sample(
+                1, labels=vec[None].to(model.device), generator=torch.Generator().manual_seed(seed)
+            )
+        )
+    return torch.cat(frames)
+
+
 def render_grid(
     run_dir: Path,
     *,
@@ -119,26 +144,7 @@ def render_grid(
     rows: list[torch.Tensor | None] = []
     what = "samples"
     if interpolate:
-        if interpolate not in spec.attribute_names:
-            raise GenbenchError(
-                f"unknown attribute {interpolate!r} (attributes: {', '.join(spec.attribute_names)})"
-            )
-        a = spec.attribute_names.index(interpolate)
-        assert bundle.train.labels is not None
-        base = bundle.train.labels[0].float().clone()
-        imgs = []
-        for v in torch.linspace(0, 1, n):
-            vec = base.clone()
-            vec[a] = v
-            # The same noise seed for every frame, so only the attribute changes.
-            imgs.append(
-                model.sample(
-                    1,
-                    labels=vec[None].to(model.device),
-                    generator=torch.Generator().manual_seed(seed),
-                )
-            )
-        rows.append(torch.cat(imgs))
+        rows.append(_interpolation(model, bundle, interpolate, n=n, seed=seed))
         what, nrow = f"interpolate-{slug(interpolate)}", nrow or n
     elif per_class:
         for c in range(len(names)):
