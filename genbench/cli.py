@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import signal
 import sys
 from collections.abc import Callable
@@ -132,58 +131,58 @@ def run(
     With --pretrained, that model is loaded instead of trained and scored the same way.
     Under `torchrun --nproc_per_node=N -m genbench run ...` training is data-parallel.
     """
-    from genbench import registry
-    from genbench.config import find_experiment, load_experiment, run_config_toml
+    # Long only in its option declarations: the work is genbench.api.plan / genbench.api.run.
+    from genbench import api
+    from genbench.config import run_config_toml
     from genbench.progress import Reporter
-    from genbench.runner import plan, run_grid, select_shard, sweep_points
 
-    overrides = list(set_ or [])
-    if models:
-        overrides.append("models=" + repr(_csv(models)).replace("'", '"'))
-    if seeds:
-        try:
-            overrides.append(f"seeds=[{','.join(str(int(s)) for s in _csv(seeds))}]")
-        except ValueError:
-            raise GenbenchError(f"--seeds {seeds!r}: expected comma-separated integers") from None
-    for item in pretrained or []:
-        name, sep, source = item.partition("=")
-        if not sep or not name.strip() or not source.strip():
-            raise GenbenchError(f"--pretrained {item!r}: expected MODEL=SOURCE")
-        overrides.append(f"pretrained.{name.strip()}={json.dumps(source.strip())}")
-    shard_ij = parse_shard(shard) if shard else None
-    path = find_experiment(experiment)
-    names = set(registry.names())
-    points = sweep_points(list(sweep or [])) or [[]]
-    exps = [load_experiment(str(path), overrides=overrides + p, model_names=names) for p in points]
+    kw: dict[str, Any] = {
+        "models": _csv(models) if models else None,
+        "seeds": _int_csv(seeds, what="--seeds") if seeds else None,
+        "overrides": list(set_ or []),
+        "sweep": list(sweep or []),
+        "pretrained": _pairs(pretrained or [], what="--pretrained"),
+        "device": device,
+        "shard": parse_shard(shard) if shard else None,
+    }
     if dry_run:
-        planned = [r for e in exps for r in plan(e, experiment_file=str(path))]
-        for r in select_shard(planned, *shard_ij) if shard_ij else planned:
+        for r in api.plan(experiment, **kw):
             console.rule(f"{r.run_id}")
             if r.error:
                 console.print(f"[red]cannot run:[/] {_esc(r.error)}")
             console.print(run_config_toml(r.config), markup=False, highlight=False)
         return
-    outcomes = run_grid(
-        exps,
-        results_dir=results,
-        resume=resume,
-        force=force,
-        device=device,
-        reporter=Reporter(console),
-        experiment_file=str(path),
-        shard=shard_ij,
+    outcomes = api.run(
+        experiment, **kw, results=results, resume=resume, force=force, reporter=Reporter(console)
     )
     if not outcomes:
         console.print("no runs selected (an empty shard?)")
-    failed = [o for o in outcomes if o.status == "failed"]
     for o in outcomes:
         mark = {"done": "[green]done[/]", "skipped": "[dim]skipped[/]", "failed": "[red]failed[/]"}[
             o.status
         ]
         console.print(f"{mark}  {o.run_id}" + (f": {_esc(o.error or '')}" if o.error else ""))
     console.print(f"results in {results}/; `genbench report` summarises them")
-    if failed:
+    if any(o.status == "failed" for o in outcomes):
         raise typer.Exit(1)
+
+
+def _int_csv(text: str, *, what: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv(text)]
+    except ValueError:
+        raise GenbenchError(f"{what} {text!r}: expected comma-separated integers") from None
+
+
+def _pairs(items: list[str], *, what: str) -> dict[str, str]:
+    """MODEL=SOURCE items -> {model: source}."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, source = item.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            raise GenbenchError(f"{what} {item!r}: expected MODEL=SOURCE")
+        out[name.strip()] = source.strip()
+    return out
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -197,6 +196,21 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 # -- list ------------------------------------------------------------------------
+def _metrics_table() -> Any:
+    from rich.table import Table
+
+    from genbench.metrics import units
+
+    t = Table(title="metrics (genbench.metrics.units)")
+    for c in ("name", "turned on by", "columns", "features", "what"):
+        t.add_column(c, no_wrap=c in ("name", "turned on by"))
+    for u in units.metric_units():
+        cols = ", ".join(f"{c.key} ({c.better or 'info'})" for c in u.columns)
+        on = f"metrics.{u.switch}" if u.switch else "metrics.names"
+        t.add_row(u.name, on, cols or "-", u.space or "pixels", u.description)
+    return t
+
+
 @app.command("list")
 @friendly_errors
 def list_(
@@ -228,6 +242,7 @@ def list_(
     for s in SOURCES.values():
         t.add_row(s.name, s.description, s.availability)
     console.print(t)
+    console.print(_metrics_table())
     t = Table(title="experiments (./configs, then $GENBENCH_CONFIG_PATH, then packaged)")
     t.add_column("name")
     t.add_column("from")
@@ -386,16 +401,12 @@ def report(
 ) -> None:
     """Summarise the runs into RESULTS_DIR/report/: tables (CSV, JSON, Markdown, LaTeX),
     plots, image grids and a self-contained report.html."""
-    from genbench.report import rich_table, write_report
+    from genbench import api
+    from genbench.report import rich_table
     from genbench.report.tables import headline
 
-    rep = write_report(
-        results_dirs or [Path("results")],
-        out,
-        plots=figures,
-        grids=figures,
-        html=figures,
-        data=data,
+    rep = api.build_report(
+        *(results_dirs or [Path("results")]), out=out, figures=figures, data=data
     )
     console.print(rich_table(rep))
     for g in rep.summary.groups:
@@ -441,11 +452,11 @@ def score(
     """Score a folder of images under genbench's protocol (FID, KID, precision/recall, IS)."""
     from rich.table import Table
 
+    from genbench import api
     from genbench.io import write_json
-    from genbench.metrics import score_folder
     from genbench.progress import Reporter
 
-    result = score_folder(
+    result = api.score(
         images_dir,
         ref=ref,
         inception_weights=inception_weights,

@@ -20,17 +20,20 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from genbench.metrics.inception import ExtractorChoice
 
 STANDIN_NAME = "genbench-standin"
+STANDIN_B_NAME = "genbench-standin-b"  # another seed: a second, different feature space
 
 
 class StandInExtractor(FeatureExtractorBase):
     """uint8 B x 3 x H x W -> 128-d ``feat`` (2x2-pooled conv features) and 10-d ``logits``."""
+
+    SEED = 0
 
     def __init__(self, name: str, features_list: list[str], **kwargs: Any) -> None:
         super().__init__(name, features_list)
         self.conv1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
         self.head = nn.Linear(32 * 2 * 2, 10)
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(self.SEED)
         for m in (self.conv1, self.conv2, self.head):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
             nn.init.zeros_(m.bias)
@@ -64,18 +67,25 @@ class StandInExtractor(FeatureExtractorBase):
         return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
 
 
+class StandInExtractorB(StandInExtractor):
+    SEED = 1
+
+
 def register_standin() -> None:
     if STANDIN_NAME not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor(STANDIN_NAME, StandInExtractor)
+    if STANDIN_B_NAME not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(STANDIN_B_NAME, StandInExtractorB)
 
 
-def standin_choice() -> ExtractorChoice:
-    """An :class:`ExtractorChoice` selecting the stand-in (registers it first)."""
+def standin_choice(name: str = STANDIN_NAME) -> ExtractorChoice:
+    """An :class:`ExtractorChoice` selecting a stand-in (registers them first)."""
     register_standin()
+    seed = {STANDIN_NAME: 0, STANDIN_B_NAME: 1}[name]
     return ExtractorChoice(
-        name=STANDIN_NAME,
+        name=name,
         weights_path=None,
-        weights_sha256="standin-kaiming-seed0-v1",
+        weights_sha256=f"standin-kaiming-seed{seed}-v1",
         has_classifier=True,
         source="genbench test stand-in (seeded Kaiming CNN, not Inception)",
         reason="chosen by a test",

@@ -5,7 +5,8 @@ was measured under (see :mod:`genbench.metrics.protocol`).
 
 Public entry points: :func:`score_run` (the runner's hook), :func:`score_real_data`
 (the real-data floor row), :func:`score_folder` (``genbench score``) and
-:func:`doctor` (``genbench doctor``).
+:func:`doctor` (``genbench doctor``). Each metric or audit is a registered unit
+(:mod:`genbench.metrics.units`); :func:`register_metric` adds one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ from genbench.metrics.scoring import (
     score_run,
     split_features,
 )
+from genbench.metrics.units import (
+    Column,
+    MetricUnit,
+    UnitInputs,
+    UnitResult,
+    metric_units,
+    register_metric,
+)
 
 register()
 
@@ -52,14 +61,20 @@ __all__ = [
     "COMPARABLE_KEYS",
     "FIDHELPER_NAME",
     "OFFICIAL_NAME",
+    "Column",
     "ExtractorChoice",
+    "MetricUnit",
+    "UnitInputs",
+    "UnitResult",
     "choose_extractor",
     "comparable_groups",
     "doctor",
     "extractor_for",
     "fingerprint",
     "mark_comparable",
+    "metric_units",
     "protocol_differences",
+    "register_metric",
     "score_folder",
     "score_images",
     "score_real_data",

@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from genbench.io import write_json
+from genbench.metrics.units import UnitInputs, UnitResult
+
 KIND = "sampling only: resamples of the generated samples; reference and training fixed"
 
 
@@ -99,3 +102,27 @@ def _interval(values: list[float]) -> list[float] | None:
         return None
     lo, hi = np.percentile(np.asarray(values), [2.5, 97.5])
     return [float(lo), float(hi)]
+
+
+def bootstrap_unit(x: UnitInputs) -> UnitResult:
+    """The ``bootstrap`` block (intervals; the replicates go to bootstrap.json)."""
+    gen, ref, choice = x.features("inception")
+    g, r = gen[choice.feature_layer], ref[choice.feature_layer]
+    if len(g) <= 2 or len(r) <= 2:
+        return UnitResult()
+    boot = bootstrap(g, r, n_boot=x.metrics_cfg.bootstrap)
+    summary = {
+        "n": boot["n"],
+        "seed": boot["seed"],
+        "fid_ci95": boot["fid_ci95"],
+        "kid_ci95": boot["kid_ci95"],
+        "resample_bias": boot["resample_bias"],
+        "kind": KIND,
+    }
+    if x.out_dir is not None:
+        write_json(
+            x.out_dir / "bootstrap.json",
+            {k: boot[k] for k in ("n", "seed", "n_samples", "fid", "kid")},
+        )
+        summary["file"] = "bootstrap.json"
+    return UnitResult(blocks={"bootstrap": summary})

@@ -21,6 +21,8 @@ from genbench.data import ImageSet
 from genbench.device import inference_channels_last
 from genbench.io import load_torch, save_torch
 from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
+from genbench.metrics.protocol import split_description
+from genbench.metrics.units import UnitInputs, UnitResult
 
 CLASSIFIER_FORMAT = 1
 
@@ -215,3 +217,31 @@ def class_consistency(
             for i, c in enumerate(class_names)
         }
     return out
+
+
+def consistency_unit(x: UnitInputs) -> UnitResult:
+    """For class data with training labels: the classifier's verdict on every sample
+    (the score needs intended labels; without them the block still shows the predicted classes)."""
+    bundle = x.bundle
+    if bundle.spec.condition != "classes" or bundle.train.labels is None:
+        return UnitResult()
+    settings = ClassifierSettings(steps=x.metrics_cfg.classifier_steps)
+    model, info = get_classifier(
+        bundle.train,
+        bundle.holdout,
+        describe=split_description(x.data_cfg, bundle, "train"),
+        device=x.device,
+        settings=settings,
+    )
+    cc = class_consistency(
+        model,
+        x.images,
+        x.labels,
+        class_names=bundle.spec.class_names,
+        settings=settings,
+        device=x.device,
+    )
+    r = UnitResult(blocks={"class_consistency": {**cc, "classifier": info}})
+    if x.labels is not None:
+        r.scores["class_consistency"] = cc["accuracy"]
+    return r

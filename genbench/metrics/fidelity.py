@@ -10,7 +10,7 @@ audit reuse one (slow) Inception pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-METRIC_NAMES = ("fid", "kid", "prc", "isc")
+from genbench.metrics.units import UnitInputs, UnitResult
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,6 @@ class FidelitySettings:
             "kid_kernel_poly_coef0": DEFAULTS["kid_kernel_poly_coef0"],
             "isc_shuffle": DEFAULTS["samples_shuffle"],
         }
-
-
-@dataclass
-class FidelityResult:
-    scores: dict[str, Any] = field(default_factory=dict)
-    unavailable: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    used: dict[str, Any] = field(
-        default_factory=dict
-    )  # settings as actually applied (e.g. KID subset size)
 
 
 def fid(gen: torch.Tensor, ref: torch.Tensor) -> float:
@@ -99,6 +89,84 @@ def kid(
     }, size
 
 
+def fid_result(fg: torch.Tensor, fr: torch.Tensor, *, low_rank: bool = False) -> UnitResult:
+    """FID; rank-deficient below the feature dimension (biased upward, said in a warning).
+    ``low_rank`` computes it with :func:`fid_low_rank` there (same value, much faster)."""
+    r, n, n_ref = UnitResult(), len(fg), len(fr)
+    if min(n, n_ref) < 2:
+        r.unavailable["fid"] = f"FID needs at least 2 images per side (N={n}, N_ref={n_ref})"
+        return r
+    dim = fg.shape[1]
+    r.used["fid_rank_deficient"] = min(n, n_ref) <= dim
+    r.scores["fid"] = fid_low_rank(fg, fr) if low_rank and min(n, n_ref) <= dim else fid(fg, fr)
+    if r.used["fid_rank_deficient"]:
+        r.warnings.append(
+            f"FID at N={n}, N_ref={n_ref} <= {dim} feature dimensions: the covariances are "
+            "rank-deficient and FID is biased upward; compare FIDs only at equal N"
+        )
+    return r
+
+
+def kid_result(fg: torch.Tensor, fr: torch.Tensor, *, settings: FidelitySettings) -> UnitResult:
+    """KID with subset size min(kid_subset_size, N, N_ref)."""
+    r, n, n_ref = UnitResult(), len(fg), len(fr)
+    if min(n, n_ref) < 2:
+        r.unavailable["kid"] = f"KID needs at least 2 images per side (N={n}, N_ref={n_ref})"
+        return r
+    r.scores["kid"], r.used["kid_subset_size"] = kid(fg, fr, settings=settings)
+    if r.used["kid_subset_size"] == min(n, n_ref) and n == n_ref:
+        r.warnings.append(
+            f"KID subset size = N = {n}: every subset holds all images, so the KID std "
+            "is ~0 and says nothing about spread (compare seeds instead)"
+        )
+    return r
+
+
+def prc_result(fg: torch.Tensor, fr: torch.Tensor, *, settings: FidelitySettings) -> UnitResult:
+    """Precision, recall and their F-score; needs more than k images per side."""
+    r, k = UnitResult(), settings.prc_neighborhood
+    if min(len(fg), len(fr)) <= k:
+        r.unavailable["precision"] = r.unavailable["recall"] = (
+            f"precision/recall need more than {k} images per side (N={len(fg)}, N_ref={len(fr)})"
+        )
+        return r
+    out = prc_features_to_metric(
+        fg, fr, prc_neighborhood=k, prc_batch_size=DEFAULTS["prc_batch_size"], verbose=False
+    )
+    r.scores.update({k: float(out[k]) for k in ("precision", "recall", "f_score")})
+    return r
+
+
+def isc_result(logits: torch.Tensor | None, *, settings: FidelitySettings) -> UnitResult:
+    """Inception Score over min(isc_splits, N) splits of the classifier logits."""
+    r = UnitResult()
+    if logits is None:
+        r.unavailable["isc"] = (
+            "the Inception Score needs the Inception classifier layer, which the offline "
+            "weights lack (use the official weights: see `genbench doctor`)"
+        )
+    elif len(logits) < 2:
+        r.unavailable["isc"] = f"the Inception Score needs at least 2 images (N={len(logits)})"
+    else:
+        splits = min(settings.isc_splits, len(logits))
+        out = isc_features_to_metric(logits, splits, DEFAULTS["samples_shuffle"], settings.rng_seed)
+        r.scores["isc"] = {"mean": out["inception_score_mean"], "std": out["inception_score_std"]}
+        r.used["isc_splits"] = splits
+    return r
+
+
+def finite(r: UnitResult) -> UnitResult:
+    """A non-finite score becomes unavailable, with why; unavailable scores read None."""
+    for k, v in list(r.scores.items()):
+        vals = v.values() if isinstance(v, dict) else [v]
+        if not all(np.isfinite(x) for x in vals):
+            r.unavailable[k] = f"{k} is not finite ({v}); the features may be degenerate"
+            del r.scores[k]
+    for k in r.unavailable:
+        r.scores.setdefault(k, None)
+    return r
+
+
 def fidelity_from_features(
     gen: dict[str, torch.Tensor],
     ref: dict[str, torch.Tensor],
@@ -108,80 +176,62 @@ def fidelity_from_features(
     logits_layer: str | None,
     settings: FidelitySettings | None = None,
     low_rank_fid: bool = False,
-) -> FidelityResult:
-    """Scores for generated features ``gen`` against real features ``ref``.
-
-    Small N is guarded, not crashed on: FID needs N >= 2 on both sides (and is
-    rank-deficient, so biased upward, below 2048); KID's subset size is
-    min(kid_subset_size, N, N_ref) and needs >= 2; precision/recall need more
-    than ``prc_neighborhood`` images per side; IS uses min(isc_splits, N) splits
-    and needs the classifier logits. ``low_rank_fid`` computes FID with
-    :func:`fid_low_rank` when N or N_ref is at most the feature dimension (same
-    value, much faster; used for per-class FID).
-    """
+) -> UnitResult:
+    """FID, KID, precision/recall and IS (those in ``names``) of features ``gen``
+    against ``ref``, outside a scoring call (per-class scores, ``genbench bench``).
+    Small N is guarded, not crashed on: see each ``*_result`` function."""
     settings = settings or FidelitySettings()
-    r = FidelityResult()
     fg, fr = gen[feature_layer], ref[feature_layer]
-    n, n_ref = len(fg), len(fr)
+    r = UnitResult()
     if "fid" in names:
-        if min(n, n_ref) < 2:
-            r.unavailable["fid"] = f"FID needs at least 2 images per side (N={n}, N_ref={n_ref})"
-        else:
-            dim = fg.shape[1]
-            use_low_rank = low_rank_fid and min(n, n_ref) <= dim
-            r.scores["fid"] = fid_low_rank(fg, fr) if use_low_rank else fid(fg, fr)
-            r.used["fid_rank_deficient"] = min(n, n_ref) <= dim
-            if r.used["fid_rank_deficient"]:
-                r.warnings.append(
-                    f"FID at N={n}, N_ref={n_ref} <= {dim} feature dimensions: the covariances are "
-                    "rank-deficient and FID is biased upward; compare FIDs only at equal N"
-                )
+        r.merge(fid_result(fg, fr, low_rank=low_rank_fid))
     if "kid" in names:
-        if min(n, n_ref) < 2:
-            r.unavailable["kid"] = f"KID needs at least 2 images per side (N={n}, N_ref={n_ref})"
-        else:
-            r.scores["kid"], r.used["kid_subset_size"] = kid(fg, fr, settings=settings)
-            if r.used["kid_subset_size"] == min(n, n_ref) and n == n_ref:
-                r.warnings.append(
-                    f"KID subset size = N = {n}: every subset holds all images, so the KID std "
-                    "is ~0 and says nothing about spread (compare seeds instead)"
-                )
+        r.merge(kid_result(fg, fr, settings=settings))
     if "prc" in names:
-        k = settings.prc_neighborhood
-        if min(n, n_ref) <= k:
-            r.unavailable["precision"] = r.unavailable["recall"] = (
-                f"precision/recall need more than {k} images per side (N={n}, N_ref={n_ref})"
-            )
-        else:
-            out = prc_features_to_metric(
-                fg, fr, prc_neighborhood=k, prc_batch_size=DEFAULTS["prc_batch_size"], verbose=False
-            )
-            r.scores["precision"] = float(out["precision"])
-            r.scores["recall"] = float(out["recall"])
-            r.scores["f_score"] = float(out["f_score"])
+        r.merge(prc_result(fg, fr, settings=settings))
     if "isc" in names:
-        if logits_layer is None or logits_layer not in gen:
-            r.unavailable["isc"] = (
-                "the Inception Score needs the Inception classifier layer, which the offline "
-                "weights lack (use the official weights: see `genbench doctor`)"
-            )
-        elif n < 2:
-            r.unavailable["isc"] = f"the Inception Score needs at least 2 images (N={n})"
-        else:
-            splits = min(settings.isc_splits, n)
-            out = isc_features_to_metric(
-                gen[logits_layer], splits, DEFAULTS["samples_shuffle"], settings.rng_seed
-            )
-            r.scores["isc"] = {
-                "mean": out["inception_score_mean"],
-                "std": out["inception_score_std"],
-            }
-            r.used["isc_splits"] = splits
-    for k, v in list(r.scores.items()):
-        vals = v.values() if isinstance(v, dict) else [v]
-        if not all(np.isfinite(x) for x in vals):
-            r.unavailable[k] = f"{k} is not finite ({v}); the features may be degenerate"
-            del r.scores[k]
-    for k in r.unavailable:
-        r.scores.setdefault(k, None)
-    return r
+        r.merge(isc_result(gen.get(logits_layer) if logits_layer else None, settings=settings))
+    return finite(r)
+
+
+# -- the registered units (see genbench.metrics.units) -----------------------------------
+def _layer(x: UnitInputs, space: str) -> tuple[torch.Tensor, torch.Tensor]:
+    gen, ref, choice = x.features(space)
+    return gen[choice.feature_layer], ref[choice.feature_layer]
+
+
+def fid_unit(x: UnitInputs) -> UnitResult:
+    return finite(fid_result(*_layer(x, "inception")))
+
+
+def kid_unit(x: UnitInputs) -> UnitResult:
+    return finite(kid_result(*_layer(x, "inception"), settings=x.settings))
+
+
+def prc_unit(x: UnitInputs) -> UnitResult:
+    return finite(prc_result(*_layer(x, "inception"), settings=x.settings))
+
+
+def isc_unit(x: UnitInputs) -> UnitResult:
+    gen, _, choice = x.features("inception")
+    logits = gen.get(choice.logits_layer) if choice.logits_layer else None
+    return finite(isc_result(logits, settings=x.settings))
+
+
+def _renamed(r: UnitResult, old: str, new: str) -> UnitResult:
+    """A second feature space's score under its own column (its warnings say which space)."""
+    if old in r.scores:
+        r.scores[new] = r.scores.pop(old)
+    if old in r.unavailable:
+        r.unavailable[new] = r.unavailable.pop(old)
+    r.used = {f"{k}_dinov2": v for k, v in r.used.items()}
+    r.warnings = [f"DINOv2 space: {w}" for w in r.warnings]
+    return finite(r)
+
+
+def fd_dinov2_unit(x: UnitInputs) -> UnitResult:
+    return _renamed(fid_result(*_layer(x, "dinov2")), "fid", "fd_dinov2")
+
+
+def kid_dinov2_unit(x: UnitInputs) -> UnitResult:
+    return _renamed(kid_result(*_layer(x, "dinov2"), settings=x.settings), "kid", "kid_dinov2")

@@ -15,6 +15,9 @@ from typing import Any
 
 from genbench.naming import digest
 
+#: Seed of the random subsets of real images (reference set, training subsets); recorded.
+SUBSET_SEED = 0
+
 #: Protocol keys that must match for two scores to be compared.
 COMPARABLE_KEYS = (
     "torch_fidelity",
@@ -29,12 +32,15 @@ COMPARABLE_KEYS = (
     "channels",
     "channel_handling",
     "settings",
+    "feature_spaces",  # optional: present only where a second feature space was asked for
 )
+#: Keys left out of the fingerprint when absent, so that adding them changed no older one.
+OPTIONAL_KEYS = ("feature_spaces",)
 
 
 def fingerprint(protocol: dict[str, Any]) -> str:
     """A short hash of the comparable part of a protocol."""
-    part = {k: protocol.get(k) for k in COMPARABLE_KEYS}
+    part = {k: protocol.get(k) for k in COMPARABLE_KEYS if k in protocol or k not in OPTIONAL_KEYS}
     return digest(part, 12)
 
 
@@ -92,3 +98,15 @@ def mark_comparable(
         diffs = protocol_differences(ref_proto, p)
         out.append((not diffs, diffs))
     return out
+
+
+def split_description(data_cfg: Any, bundle: Any, part: str) -> dict[str, Any]:
+    """Which images a part of the data is (``"holdout"`` or ``"train"``), for protocols and cache keys."""
+    split = bundle.split
+    return {
+        "dataset": data_cfg.source,
+        "split": split.get(f"{part}_from", part),
+        "split_method": split.get("method"),
+        "index_sha256": split.get(f"{part}_index_sha256"),
+        "subset_seed": SUBSET_SEED,
+    }

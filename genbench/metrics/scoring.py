@@ -18,24 +18,19 @@ from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, RunConf
 from genbench.data import DataBundle, ImageSet
 from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
-from genbench.device import resolve_device
+from genbench.device import inference_channels_last, resolve_device
 from genbench.distributed import DistInfo, all_gather_objects
 from genbench.errors import GenbenchError
 from genbench.io import read_json, write_json
-from genbench.metrics.bootstrap import KIND as BOOTSTRAP_KIND
-from genbench.metrics.bootstrap import bootstrap
+from genbench.metrics import dinov2, units
 from genbench.metrics.cache import key_digest, sha256_tensor
-from genbench.metrics.classifier import ClassifierSettings, class_consistency, get_classifier
-from genbench.metrics.copies import CopySettings, copy_audit
 from genbench.metrics.features import cached_features, extract_features
-from genbench.metrics.fidelity import FidelityResult, FidelitySettings, fidelity_from_features
+from genbench.metrics.fidelity import FidelitySettings
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
-from genbench.metrics.protocol import fingerprint
+from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
 from genbench.progress import Reporter
 from genbench.rundir import read_status, set_status
 
-#: Seed of the random subsets of real images (reference set, training subsets); recorded.
-SUBSET_SEED = 0
 STATUS = "status.json"
 
 
@@ -137,17 +132,6 @@ def extractor_for(
     return choose_extractor(mode=cfg.inception, weights=weights, download=cfg.download_weights)
 
 
-def _describe(data_cfg: DataConfig, bundle: DataBundle, part: str) -> dict[str, Any]:
-    split = bundle.split
-    return {
-        "dataset": data_cfg.source,
-        "split": split.get(f"{part}_from", part),
-        "split_method": split.get("method"),
-        "index_sha256": split.get(f"{part}_index_sha256"),
-        "subset_seed": SUBSET_SEED,
-    }
-
-
 def _class_labels(manifest: dict[str, Any], n: int) -> torch.Tensor | None:
     """Intended integer class labels of a conditional sample set, if it has them."""
     labels = manifest.get("labels")
@@ -161,14 +145,17 @@ def _class_labels(manifest: dict[str, Any], n: int) -> torch.Tensor | None:
 # -- the core -----------------------------------------------------------------------
 @dataclass
 class _Job:
-    """What one scoring call works on: the images, their features and the held-out parts."""
+    """What one scoring call works on: the images, each feature space's features and
+    the held-out parts."""
 
     images: torch.Tensor  # uint8, as given
     native: torch.Tensor  # uint8 in the data's channel count (pixel-space audits)
     parts: HeldoutParts
-    gen_feats: dict[str, torch.Tensor]
-    ref_feats: dict[str, torch.Tensor]
-    feature_seconds: float | None
+    extractors: dict[str, ExtractorChoice]  # feature spaces available in this call
+    missing: dict[str, str]  # feature spaces asked for but unavailable, with why
+    gen: dict[str, dict[str, torch.Tensor]]
+    ref: dict[str, dict[str, torch.Tensor]]
+    feature_seconds: float | None  # the samples' Inception pass (the protocol's figure)
     notes: list[str]
 
 
@@ -186,87 +173,91 @@ def score_images(
     sampling: dict[str, Any] | None = None,
     out_dir: Path | None = None,
     label: str = "samples",
-    audit: bool = True,
     features: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Score uint8 images against a seeded subset of ``n_ref`` held-out images.
 
-    Returns ``scores`` (fid, kid {mean, std}, precision, recall, f_score, isc {mean, std},
-    per-class means, class consistency and the copy rate when computed; a metric that cannot
-    be computed is None with its reason in ``scores_unavailable``), ``protocol`` (with its
-    ``fingerprint``), ``per_class``, ``class_consistency``, ``copies`` (the copy audit),
-    ``bootstrap`` (sampling intervals of FID and KID) and ``warnings``. ``features``: the
-    images' features when already known (gathered from several ranks; generated features are
-    never cached). ``out_dir`` receives copies.json, copies.png and bootstrap.json.
+    Runs every metric unit ``metrics_cfg`` selects (:mod:`genbench.metrics.units`) over
+    features extracted once per feature space. Returns ``scores`` (fid, kid {mean, std},
+    precision, recall, f_score, isc {mean, std}, per-class means, class consistency, the
+    copy rate, DINOv2 scores, as selected; a score that cannot be computed is None with its
+    reason in ``scores_unavailable``), ``protocol`` (with its ``fingerprint``), the units'
+    blocks (``per_class``, ``class_consistency``, ``copies``, ``bootstrap``) and
+    ``warnings``. ``features``: the images' Inception features when already known (gathered
+    from several ranks; generated features are never cached). ``out_dir`` receives the
+    units' files (copies.json, copies.png, bootstrap.json).
     """
     reporter = reporter or Reporter()
     job = _prepare(
-        images,
+        images, bundle=bundle, n_ref=n_ref, choice=choice, reporter=reporter, label=label
+    )
+    x = units.UnitInputs(
+        images=job.native,
+        labels=labels,
+        gen=job.gen,  # filled by _features
+        ref=job.ref,
+        extractors=job.extractors,
+        parts=job.parts,
         bundle=bundle,
         data_cfg=data_cfg,
         metrics_cfg=metrics_cfg,
-        n_ref=n_ref,
-        choice=choice,
+        settings=settings_from(metrics_cfg),
         device=device,
-        reporter=reporter,
-        label=label,
-        features=features,
+        out_dir=out_dir,
     )
-    fr = _fidelity(job, choice=choice, metrics_cfg=metrics_cfg, reporter=reporter, label=label)
-    scores = dict(fr.scores)
-    layer = choice.feature_layer
-    with reporter.phase(f"{label}: per-class scores and class consistency", total=None):
-        result, class_scores = _class_scores(
-            job,
-            labels,
-            bundle=bundle,
-            data_cfg=data_cfg,
-            metrics_cfg=metrics_cfg,
-            layer=layer,
-            device=device,
-        )
-    scores.update(class_scores)
-    if audit and metrics_cfg.memorization:
-        with reporter.phase(f"{label}: copy audit (whole training split)", total=None):
-            result["copies"] = _copy_audit(
-                job, bundle=bundle, metrics_cfg=metrics_cfg, device=device, out_dir=out_dir
-            )
-        scores["copy_rate"] = result["copies"]["rate"]
-    if metrics_cfg.bootstrap and len(images) > 2 and len(job.parts.reference) > 2:
-        result["bootstrap"] = _bootstrap(job, layer=layer, metrics_cfg=metrics_cfg, out_dir=out_dir)
-    protocol = _protocol(
-        job,
-        bundle=bundle,
-        data_cfg=data_cfg,
-        metrics_cfg=metrics_cfg,
-        choice=choice,
-        device=device,
-        sampling=sampling,
-        used=fr.used,
-    )
+    selected = units.selected(metrics_cfg)
+    _features(job, x, selected, reporter=reporter, label=label, features=features)
+    res = _run_units(selected, x, job=job, reporter=reporter, label=label)
+    protocol = _protocol(job, x, choice=choice, sampling=sampling, used=res.used)
     return {
-        "scores": scores,
-        "scores_unavailable": dict(fr.unavailable),
+        "scores": res.scores,
+        "scores_unavailable": res.unavailable,
         "protocol": protocol,
-        **result,
+        **res.blocks,
         "warnings": job.notes,
     }
+
+
+def _run_units(
+    selected: tuple[units.MetricUnit, ...],
+    inputs: units.UnitInputs,
+    *,
+    job: _Job,
+    reporter: Reporter,
+    label: str,
+) -> units.UnitResult:
+    """Each unit in turn; one whose feature space is unavailable gets None and the reason."""
+    res = units.UnitResult()
+    for unit in selected:
+        if unit.space in job.missing:
+            why = job.missing[unit.space]
+            res.merge(
+                units.UnitResult(
+                    scores={c.key: None for c in unit.columns},
+                    unavailable={c.key: why for c in unit.columns},
+                )
+            )
+        elif unit.progress:
+            with reporter.phase(f"{label}: {unit.progress}", total=None):
+                res.merge(unit.run(inputs))
+        else:
+            res.merge(unit.run(inputs))
+    for w in res.warnings:
+        job.notes.append(w)
+        reporter.warn(f"{label}: {w}")
+    return res
 
 
 def _prepare(
     images: torch.Tensor,
     *,
     bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
     n_ref: int,
     choice: ExtractorChoice,
-    device: torch.device,
     reporter: Reporter,
     label: str,
-    features: dict[str, torch.Tensor] | None,
 ) -> _Job:
-    """Check the images, cut the held-out split, and get both sides' features."""
+    """Check the images and cut the held-out split."""
     spec = bundle.spec
     notes: list[str] = []
 
@@ -291,192 +282,72 @@ def _prepare(
     parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
     for note in parts.notes:
         warn(note)
-    ref = parts.reference
-    if n != len(ref):
-        warn(f"N = {n} generated vs N_ref = {len(ref)} reference images")
+    if n != len(parts.reference):
+        warn(f"N = {n} generated vs N_ref = {len(parts.reference)} reference images")
     native = set_channels(images, spec.channels) if images.shape[1] != spec.channels else images
-    with reporter.phase(f"{label}: reference features", total=len(ref)) as tick:
-        ref_feats, hit = cached_features(
-            ref.images,
-            choice=choice,
-            device=device,
-            describe=_describe(data_cfg, bundle, "holdout"),
-            batch_size=metrics_cfg.batch_size,
-            on_batch=lambda m: tick(advance=m),
-        )
-        if hit:
-            tick(len(ref), len(ref))
-    seconds = None
-    if features is None:
-        t0 = time.perf_counter()
-        with reporter.phase(f"{label}: features", total=n) as tick:
-            features = extract_features(
-                images,
-                choice=choice,
-                device=device,
-                batch_size=metrics_cfg.batch_size,
-                on_batch=lambda m: tick(advance=m),
-            )
-        seconds = time.perf_counter() - t0
-    return _Job(images, native, parts, features, ref_feats, seconds, notes)
+    return _Job(images, native, parts, {"inception": choice}, {}, {}, {}, None, notes)
 
 
-def _fidelity(
+def _features(
     job: _Job,
+    x: units.UnitInputs,
+    selected: tuple[units.MetricUnit, ...],
     *,
-    choice: ExtractorChoice,
-    metrics_cfg: MetricsConfig,
     reporter: Reporter,
     label: str,
-) -> FidelityResult:
-    """FID, KID, precision/recall and IS from the features; warnings go to the run's notes."""
-    fr = fidelity_from_features(
-        job.gen_feats,
-        job.ref_feats,
-        names=list(metrics_cfg.names),
-        feature_layer=choice.feature_layer,
-        logits_layer=choice.logits_layer,
-        settings=settings_from(metrics_cfg),
-    )
-    for w in fr.warnings:
-        job.notes.append(w)
-        reporter.warn(f"{label}: {w}")
-    return fr
-
-
-def _class_scores(
-    job: _Job,
-    labels: torch.Tensor | None,
-    *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
-    layer: str,
-    device: torch.device,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-class FID/KID (samples of class c vs held-out images of class c) and class
-    consistency, for class data. Returns (metrics.json blocks, scores)."""
-    result: dict[str, Any] = {}
-    scores: dict[str, Any] = {}
+    features: dict[str, torch.Tensor] | None,
+) -> None:
+    """Both sides' features in every feature space a selected unit reads (Inception
+    always: it is the protocol's), each extracted once; reference features are cached."""
+    spaces = ["inception"] + [s for s in units.SPACES[1:] if any(u.space == s for u in selected)]
+    if "dinov2" in spaces:
+        try:
+            job.extractors["dinov2"] = dinov2.choose(download=x.metrics_cfg.download_weights)
+        except GenbenchError as exc:
+            job.missing["dinov2"] = str(exc)
+            reporter.warn(f"{label}: {exc}")
     ref = job.parts.reference
-    if labels is not None and metrics_cfg.per_class and ref.labels is not None:
-        result["per_class"] = per_class_scores(
-            job.gen_feats[layer],
-            labels,
-            job.ref_feats[layer],
-            ref.labels,
-            class_names=bundle.spec.class_names,
-            settings=settings_from(metrics_cfg),
-        )
-        scores["fid_class_mean"] = result["per_class"]["fid_mean"]
-        scores["kid_class_mean"] = result["per_class"]["kid_mean"]
-    spec = bundle.spec
-    if metrics_cfg.classifier and spec.condition == "classes" and bundle.train.labels is not None:
-        result["class_consistency"] = _consistency(
-            job.native,
-            labels,
-            bundle=bundle,
-            data_cfg=data_cfg,
-            metrics_cfg=metrics_cfg,
-            device=device,
-        )
-        if labels is not None:
-            scores["class_consistency"] = result["class_consistency"]["accuracy"]
-    return result, scores
-
-
-def _consistency(
-    native: torch.Tensor,
-    labels: torch.Tensor | None,
-    *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
-    device: torch.device,
-) -> dict[str, Any]:
-    csettings = ClassifierSettings(steps=metrics_cfg.classifier_steps)
-    model, info = get_classifier(
-        bundle.train,
-        bundle.holdout,
-        describe=_describe(data_cfg, bundle, "train"),
-        device=device,
-        settings=csettings,
-    )
-    cc = class_consistency(
-        model,
-        native,
-        labels,
-        class_names=bundle.spec.class_names,
-        settings=csettings,
-        device=device,
-    )
-    return {**cc, "classifier": info}
-
-
-def _copy_audit(
-    job: _Job,
-    *,
-    bundle: DataBundle,
-    metrics_cfg: MetricsConfig,
-    device: torch.device,
-    out_dir: Path | None,
-) -> dict[str, Any]:
-    """Every image against the whole training split, calibrated on held-out images."""
-    settings = CopySettings(
-        max_shift=metrics_cfg.copy_max_shift,
-        alpha=metrics_cfg.copy_alpha,
-        flag_p=metrics_cfg.copy_flag_p,
-    )
-    if len(job.parts.calibration) < 2 or len(job.parts.check) < 1:
-        return {
-            "rate": None,
-            "flagged": False,
-            "unavailable": "too few held-out images left after the reference to calibrate the audit",
-        }
-    return copy_audit(
-        job.native,
-        train_images=bundle.train.images,
-        train_source_index=bundle.train.source_index,
-        calibration_images=job.parts.calibration.images,
-        check_images=job.parts.check.images,
-        settings=settings,
-        device=device,
-        out_dir=out_dir,
-    )
-
-
-def _bootstrap(
-    job: _Job, *, layer: str, metrics_cfg: MetricsConfig, out_dir: Path | None
-) -> dict[str, Any]:
-    boot = bootstrap(job.gen_feats[layer], job.ref_feats[layer], n_boot=metrics_cfg.bootstrap)
-    summary = {
-        "n": boot["n"],
-        "seed": boot["seed"],
-        "fid_ci95": boot["fid_ci95"],
-        "kid_ci95": boot["kid_ci95"],
-        "resample_bias": boot["resample_bias"],
-        "kind": BOOTSTRAP_KIND,
-    }
-    if out_dir is not None:
-        write_json(
-            out_dir / "bootstrap.json",
-            {k: boot[k] for k in ("n", "seed", "n_samples", "fid", "kid")},
-        )
-        summary["file"] = "bootstrap.json"
-    return summary
+    for space in spaces:
+        if space not in job.extractors:
+            continue
+        ext = job.extractors[space]
+        tag = "" if space == "inception" else f" ({space})"
+        with reporter.phase(f"{label}: reference features{tag}", total=len(ref)) as tick:
+            job.ref[space], hit = cached_features(
+                ref.images,
+                choice=ext,
+                device=x.device,
+                describe=split_description(x.data_cfg, x.bundle, "holdout"),
+                batch_size=x.metrics_cfg.extractor_batch(x.device),
+                on_batch=lambda m, tick=tick: tick(advance=m),
+            )
+            if hit:
+                tick(len(ref), len(ref))
+        if space == "inception" and features is not None:
+            job.gen[space] = features
+            continue
+        t0 = time.perf_counter()
+        with reporter.phase(f"{label}: features{tag}", total=len(job.images)) as tick:
+            job.gen[space] = extract_features(
+                job.images,
+                choice=ext,
+                device=x.device,
+                batch_size=x.metrics_cfg.extractor_batch(x.device),
+                on_batch=lambda m, tick=tick: tick(advance=m),
+            )
+        if space == "inception":
+            job.feature_seconds = time.perf_counter() - t0
 
 
 def _protocol(
     job: _Job,
+    x: units.UnitInputs,
     *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
     choice: ExtractorChoice,
-    device: torch.device,
     sampling: dict[str, Any] | None,
     used: dict[str, Any],
 ) -> dict[str, Any]:
+    bundle, data_cfg, metrics_cfg, device = x.bundle, x.data_cfg, x.metrics_cfg, x.device
     spec, n, ref = bundle.spec, len(job.images), job.parts.reference
     seconds = job.feature_seconds
     protocol: dict[str, Any] = {
@@ -490,7 +361,7 @@ def _protocol(
         "n_generated": n,
         "n_reference": len(ref),
         "reference": {
-            **_describe(data_cfg, bundle, "holdout"),
+            **split_description(data_cfg, bundle, "holdout"),
             "subset_sha256": sha256_tensor(ref.images)[:16],
         },
         "resolution": spec.resolution,
@@ -508,51 +379,22 @@ def _protocol(
         "extract_seconds": round(seconds, 2) if seconds else None,
         "extract_images_per_s": round(n / seconds, 2) if seconds else None,
         "device": str(device),
+        # How the extractor ran (same function up to float rounding; not in the fingerprint).
+        "inference": "fp32, batch norm folded into convolutions, "
+        + ("channels_last" if inference_channels_last(device) else "NCHW"),
     }
+    spaces = {
+        space: {"extractor": e.name, "weights_sha256": e.weights_sha256, "source": e.source}
+        for space, e in job.extractors.items()
+        if space != "inception"
+    }
+    spaces.update({space: {"unavailable": why} for space, why in job.missing.items()})
+    if spaces:  # only where a second space was asked for: other fingerprints stay as they were
+        protocol["feature_spaces"] = spaces
     protocol["fingerprint"] = fingerprint(protocol)
     if choice.notes:
         protocol["notes"] = list(choice.notes)
     return protocol
-
-
-def per_class_scores(
-    gen: torch.Tensor,
-    gen_labels: torch.Tensor,
-    ref: torch.Tensor,
-    ref_labels: torch.Tensor,
-    *,
-    class_names: tuple[str, ...],
-    settings: FidelitySettings,
-) -> dict[str, Any]:
-    """FID and KID per class, and their means over the classes where they could be computed."""
-    classes: dict[str, Any] = {}
-    for i, name in enumerate(class_names):
-        g, r = gen[gen_labels == i], ref[ref_labels == i]
-        res = fidelity_from_features(
-            {"f": g},
-            {"f": r},
-            names=["fid", "kid"],
-            feature_layer="f",
-            logits_layer=None,
-            settings=settings,
-            low_rank_fid=True,
-        )
-        classes[name] = {
-            "n": len(g),
-            "n_ref": len(r),
-            "fid": res.scores.get("fid"),
-            "kid": res.scores.get("kid"),
-            **({"unavailable": res.unavailable} if res.unavailable else {}),
-        }
-    fids = [c["fid"] for c in classes.values() if c["fid"] is not None]
-    kids = [c["kid"]["mean"] for c in classes.values() if c["kid"] is not None]
-    return {
-        "classes": classes,
-        "fid_mean": float(np.mean(fids)) if fids else None,
-        "kid_mean": float(np.mean(kids)) if kids else None,
-        "classes_scored": len(fids),
-        "note": "per-class N is small: per-class FID is strongly biased upward; compare at equal N",
-    }
 
 
 # -- entry points ------------------------------------------------------------------------
@@ -606,7 +448,7 @@ def split_features(
     choice = extractor_for(metrics_cfg)
     idx = torch.arange(dist_info.rank, len(images), dist_info.world)
     mine = extract_features(
-        images[idx], choice=choice, device=device, batch_size=metrics_cfg.batch_size
+        images[idx], choice=choice, device=device, batch_size=metrics_cfg.extractor_batch(device)
     )
     parts = all_gather_objects(dist_info, (idx, mine))
     out: dict[str, torch.Tensor] = {}
@@ -671,8 +513,8 @@ def score_real_data(
             real.images,
             choice=choice,
             device=dev,
-            describe={**_describe(cfg.data, bundle, "holdout"), "part": "real-data row"},
-            batch_size=cfg.metrics.batch_size,
+            describe={**split_description(cfg.data, bundle, "holdout"), "part": "real-data row"},
+            batch_size=cfg.metrics.extractor_batch(dev),
             on_batch=lambda m: tick(advance=m),
         )
     res = score_images(
@@ -690,7 +532,17 @@ def score_real_data(
         out_dir=rd,
         label="real data",
     )
-    metrics = {
+    metrics = _real_metrics(rd, cfg, bundle, real, res)
+    metrics["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}
+    write_json(rd / "metrics.json", metrics)
+    set_status(rd, "done")
+    return rd
+
+
+def _real_metrics(
+    rd: Path, cfg: ExperimentConfig, bundle: DataBundle, real: ImageSet, res: dict[str, Any]
+) -> dict[str, Any]:
+    return {
         "run_id": rd.name,
         "experiment": cfg.name,
         "model": "real",
@@ -705,11 +557,7 @@ def score_real_data(
             "subset_sha256": sha256_tensor(real.images)[:16],
         },
         **res,
-        "scoring": {"seconds": round(time.perf_counter() - t0, 3)},
     }
-    write_json(rd / "metrics.json", metrics)
-    set_status(rd, "done")
-    return rd
 
 
 def score_folder(
@@ -729,32 +577,12 @@ def score_folder(
     resolution, N_ref = the number of images). A manifest.json with class labels
     beside the images (as genbench writes) enables per-class scores.
     """
-    from genbench.config import find_experiment, load_experiment
     from genbench.data import load_data
-    from genbench.data.sources import SOURCES
 
     reporter = reporter or Reporter()
-    files = image_files(Path(images_dir))
-    images = load_images(files)
+    images = load_images(image_files(Path(images_dir)))
     n = len(images)
-    if ref in SOURCES:
-        data_cfg = DataConfig(source=ref, resolution=images.shape[-1])
-        metrics_cfg = MetricsConfig()
-        n_ref = n_ref or n
-    else:
-        try:
-            exp = load_experiment(str(find_experiment(ref)))
-        except GenbenchError as exc:
-            raise GenbenchError(
-                f"--ref {ref!r} is neither a data source ({', '.join(SOURCES)}) nor an experiment: {exc}"
-            ) from None
-        data_cfg, metrics_cfg = exp.data, exp.metrics
-        n_ref = n_ref or metrics_cfg.n_ref or exp.sample.n
-        if n != exp.sample.n:
-            reporter.warn(
-                f"{n} images vs the experiment's sample.n = {exp.sample.n}: the protocol (and FID bias) "
-                "differs, so these scores are not comparable with its runs"
-            )
+    data_cfg, metrics_cfg, n_ref = _folder_reference(ref, images, n_ref=n_ref, reporter=reporter)
     bundle = load_data(data_cfg)
     manifest_path = Path(images_dir) / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.exists() else {}
@@ -773,3 +601,28 @@ def score_folder(
         out_dir=out_dir,
         label=Path(images_dir).name or "images",
     )
+
+
+def _folder_reference(
+    ref: str, images: torch.Tensor, *, n_ref: int | None, reporter: Reporter
+) -> tuple[DataConfig, MetricsConfig, int]:
+    """``--ref``: a data source (default metrics, N_ref = N) or an experiment (its data,
+    metrics and N_ref; a different N is warned about, as its FID bias differs)."""
+    from genbench.config import find_experiment, load_experiment
+    from genbench.data.sources import SOURCES
+
+    n = len(images)
+    if ref in SOURCES:
+        return DataConfig(source=ref, resolution=images.shape[-1]), MetricsConfig(), n_ref or n
+    try:
+        exp = load_experiment(str(find_experiment(ref)))
+    except GenbenchError as exc:
+        raise GenbenchError(
+            f"--ref {ref!r} is neither a data source ({', '.join(SOURCES)}) nor an experiment: {exc}"
+        ) from None
+    if n != exp.sample.n:
+        reporter.warn(
+            f"{n} images vs the experiment's sample.n = {exp.sample.n}: the protocol (and FID bias) "
+            "differs, so these scores are not comparable with its runs"
+        )
+    return exp.data, exp.metrics, n_ref or exp.metrics.n_ref or exp.sample.n

@@ -21,6 +21,7 @@ from genbench.naming import slug
 from genbench.report.collect import RunRecord, flatten_scores
 from genbench.report.tables import (
     COLUMN,
+    GUIDANCE,
     QUALITY,
     Group,
     Summary,
@@ -491,16 +492,19 @@ class PlotWriter:
         for r, pts in recs:
             by_model.setdefault((str(r.experiment), str(r.model)), []).append((r, pts))
         for (exp, model), items in sorted(by_model.items()):
-            keys = [k for k in ("fid", "class_consistency", "kid", "fid_class_mean")]
-            present = [
+            have = [
                 k
-                for k in keys
+                for k in GUIDANCE
                 if any(
                     not math.isnan(_num(flatten_scores(p.get("scores") or {}).get(k)))
                     for _, pts in items
                     for p in pts
                 )
-            ][:2]
+            ]
+            # Guidance trades fidelity for class adherence: one of each where both exist.
+            lower = [k for k in have if COLUMN[k].better == "lower"]
+            higher = [k for k in have if COLUMN[k].better != "lower"]
+            present = (lower[:1] + higher[:1] + lower[1:] + higher[1:])[:2]
             if not present:
                 continue
             fig, axes = _new_figure(len(present), w=4.2, h=3.2)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genbench.metrics import units
 from genbench.metrics.protocol import COMPARABLE_KEYS, mark_comparable
 from genbench.report import verdict
 from genbench.report.collect import RunRecord, run_row
@@ -30,16 +31,17 @@ class Column:
     fmt: str = "g"  # g: 4 significant digits; sci: 1.23e+10; int; str
 
 
-#: The table's columns, in order. Quality first: the question is "which is better".
+def _quality_columns() -> tuple[Column, ...]:
+    """The metric units' table columns (genbench.metrics.units), in registration order."""
+    return tuple(
+        Column(c.key, c.label, c.better, "quality", c.fmt) for c in units.columns() if c.table
+    )
+
+
+#: The table's columns, in order. Quality first (the metric units' columns): the question
+#: is "which is better".
 COLUMNS: tuple[Column, ...] = (
-    Column("fid", "FID", "lower", "quality"),
-    Column("kid", "KID", "lower", "quality"),
-    Column("isc", "IS", "higher", "quality"),
-    Column("precision", "precision", "higher", "quality"),
-    Column("recall", "recall", "higher", "quality"),
-    Column("fid_class_mean", "per-class FID", "lower", "quality"),
-    Column("class_consistency", "class consistency", "higher", "quality"),
-    Column("copy_rate", "copy rate", "lower", "quality"),
+    *_quality_columns(),
     Column("memorization", "memorization", "lower", "quality"),  # old runs without copy_rate
     Column("params_m", "params (M)", "lower", "cost"),
     Column("kimg", "kimg seen", None, "cost"),
@@ -52,14 +54,15 @@ COLUMNS: tuple[Column, ...] = (
 )
 COLUMN = {c.key: c for c in COLUMNS}
 QUALITY = tuple(c.key for c in COLUMNS if c.kind == "quality")
+#: Columns plotted against the classifier-free guidance scale.
+GUIDANCE = tuple(c.key for c in units.columns() if c.guidance)
 #: Numeric columns averaged over seeds without an interval of their own.
 EXTRA_MEANS = (
+    *(c.key for c in units.columns() if not c.table),
     "train_img_s",
     "gflop_per_img",
     "kid_std",
     "isc_std",
-    "f_score",
-    "kid_class_mean",
     "memorization_pixel",
     "copy_p_value",
     "copy_heldout_rate",

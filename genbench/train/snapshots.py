@@ -60,7 +60,6 @@ def snapshotter(
             n_ref=n,
             choice=scoring.extractor_for(mcfg),
             device=device,
-            audit=False,
             label=f"snapshot {images_seen / 1000:g} kimg",
         )
         record = {
