@@ -45,7 +45,7 @@ from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
 from genbench.metrics.units import UnitInputs, UnitResult
 
 #: Bump when the statistic changes: cached descriptors and calibrations are keyed by it.
-VERSION = 1
+VERSION = 2  # 2: window sums from an integral image (same values up to rounding)
 TRANSFORMS = (
     "identity",
     "mirror",
@@ -73,7 +73,13 @@ class CopySettings:
     candidates: int = 48  # per query, from the Fourier descriptor
     spatial_candidates: int = 16  # per query, from the pooled descriptor
     flag_p: float = 0.01  # significance of "this run copies"
-    chunk: int = 65536  # training images per retrieval block (bounds memory at 1M images)
+    chunk: int = 65536  # training images per retrieval block on CUDA (bounds memory at 1M)
+    # On the CPU small blocks keep the similarity block in cache: 1024 searched 60k images
+    # 1.7x faster than one 65536 block on 2 cores. Neither changes a result (exact search).
+    cpu_chunk: int = 1024
+
+    def chunk_for(self, device: torch.device) -> int:
+        return self.chunk if device.type == "cuda" else self.cpu_chunk
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,6 +231,14 @@ def _topk_similar(
     return best_i
 
 
+def _window_sums(x: torch.Tensor, h: int) -> torch.Tensor:
+    """Sums over every h x h window (stride 1) from an integral image, in float64 so that
+    the variance s2 - s1^2/d does not cancel: far cheaper than an h x h average pool."""
+    c = F.pad(x.double(), (1, 0, 1, 0)).cumsum(-1).cumsum(-2)
+    s = c[..., h:, h:] - c[..., :-h, h:] - c[..., h:, :-h] + c[..., :-h, :-h]
+    return s.to(x.dtype)
+
+
 def _verify(
     qx: torch.Tensor, cand: torch.Tensor, train_images: torch.Tensor, shift: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,8 +252,7 @@ def _verify(
     t = canonical(train_images[cand.T.reshape(-1).cpu()], qx.device).reshape(k, n, res, res)
     num = F.conv2d(t, q, groups=n)  # k x n*8 x W x W
     d = h * h
-    s1 = F.avg_pool2d(t, h, stride=1) * d
-    s2 = F.avg_pool2d(t * t, h, stride=1) * d
+    s1, s2 = _window_sums(t, h), _window_sums(t * t, h)
     den = (s2 - s1 * s1 / d).clamp_min(1e-8).sqrt()  # k x n x W x W
     w = num.shape[-1]
     ncc = num.reshape(k, n, 8, w, w) / den[:, :, None]
@@ -283,13 +296,21 @@ def match(
         qx = canonical(queries[s : s + batch], device)
         var = dihedral(qx)  # n x 8 x 1 x H x W
         a = _topk_similar(
-            desc.fourier(var), four_base, settings.candidates, chunk=settings.chunk, absolute=False
+            desc.fourier(var),
+            four_base,
+            settings.candidates,
+            chunk=settings.chunk_for(qx.device),
+            absolute=False,
         )
         pooled = torch.cat(
             [desc.pooled(var, dy, dx) for dy in desc.offsets for dx in desc.offsets], 1
         )
         b = _topk_similar(
-            pooled, pool_base, settings.spatial_candidates, chunk=settings.chunk, absolute=True
+            pooled,
+            pool_base,
+            settings.spatial_candidates,
+            chunk=settings.chunk_for(qx.device),
+            absolute=True,
         )
         cand = torch.cat([a, b], 1)
         ncc, code = _verify(qx, cand, train_images, index.shift)
@@ -484,7 +505,10 @@ def _heldout_matches(
             "train": sha256_tensor(train_images),
             "cal": sha256_tensor(calibration_images),
             "check": sha256_tensor(check_images),
-            "settings": settings.to_dict(),
+            # Block sizes change no match: a key without them survives tuning them.
+            "settings": {
+                k: v for k, v in settings.to_dict().items() if k not in ("chunk", "cpu_chunk")
+            },
         }
     )
     path = cache_root() / "copies" / f"heldout-{key}.pt"

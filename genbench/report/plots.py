@@ -572,13 +572,14 @@ def pareto_front(
 
 def _seed_dots(ax: Any, agg: pd.DataFrame, seeds: pd.DataFrame, key: str) -> None:
     """Each training seed as a dot over its model's bar: a seaborn swarm, so seeds with
-    close values sit side by side instead of hiding each other (deterministic layout)."""
+    close values sit side by side instead of hiding each other (deterministic layout).
+    Only where some model has several seeds."""
     pts = []
     for i, (_, r) in enumerate(agg.iterrows()):
         mine = seeds[(seeds["model"] == r["model"]) & (seeds["variant"] == r["variant"])]
         pts += [(i, v) for v in pd.to_numeric(mine.get(key), errors="coerce").dropna()]
-    if not pts:
-        return
+    if len({i for i, _ in pts}) == len(pts):
+        return  # one seed per model: its dot would sit on its bar's top (and a swarm costs a draw)
     import seaborn as sns  # after the figure module chose its backend
 
     frame = pd.DataFrame(pts, columns=["pos", "value"])
