@@ -218,7 +218,8 @@ def list_(
         bool, typer.Option("--check", help="Import every generator and report failures.")
     ] = False,
 ) -> None:
-    """Show registered generators (with their distributions), data sources and experiments."""
+    """Show registered generators (with their distributions), data sources, metric units and
+    experiments."""
     from rich.table import Table
 
     from genbench import registry
