@@ -61,77 +61,89 @@ def _csv(text: str | None) -> list[str]:
 
 
 # -- run ----------------------------------------------------------------------------
+# The options of `genbench run`, named so that its signature reads at a glance.
+_RunModels = Annotated[
+    str | None,
+    typer.Option(
+        "--models", "-m", help="Comma-separated generator names (default: the experiment's)."
+    ),
+]
+_RunExperiment = Annotated[
+    str,
+    typer.Option(
+        "--experiment",
+        "-e",
+        help="Experiment name (./configs/experiments, $GENBENCH_CONFIG_PATH, packaged) or a TOML file.",
+    ),
+]
+_RunSet = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a config key: train.kimg=5, data.resolution=16, dcgan.lr=2e-4."
+    ),
+]
+_RunSeeds = Annotated[
+    str | None, typer.Option("--seeds", help="Comma-separated training seeds, e.g. 0,1,2.")
+]
+_RunResume = Annotated[
+    bool, typer.Option("--resume", help="Continue interrupted runs from their last checkpoint.")
+]
+_RunForce = Annotated[bool, typer.Option("--force", help="Re-run runs that already finished.")]
+_RunDevice = Annotated[
+    str | None,
+    typer.Option(
+        "--device", help="auto, cpu, cuda or cuda:N (default: the experiment's train.device)."
+    ),
+]
+_RunDryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the resolved run configs and exit.")
+]
+_RunResults = Annotated[Path, typer.Option("--results", help="Results folder.")]
+_RunSweep = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sweep",
+        help="Run a grid: KEY=V1,V2,... (repeat for more axes), e.g. ddpm.timesteps=1000,2000.",
+    ),
+]
+_RunShard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Run only slice I of N of the (model x seed) grid, e.g. 0/4 (array jobs).",
+    ),
+]
+_RunPretrained = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pretrained",
+        help="MODEL=SOURCE: score these weights without training (a genbench run folder, "
+        "a diffusers folder or hub id for diffusers-unet).",
+    ),
+]
+
+
 @app.command()
 @friendly_errors
 def run(
-    models: Annotated[
-        str | None,
-        typer.Option(
-            "--models", "-m", help="Comma-separated generator names (default: the experiment's)."
-        ),
-    ] = None,
-    experiment: Annotated[
-        str,
-        typer.Option(
-            "--experiment",
-            "-e",
-            help="Experiment name (./configs/experiments, $GENBENCH_CONFIG_PATH, packaged) or a TOML file.",
-        ),
-    ] = "default",
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a config key: train.kimg=5, data.resolution=16, dcgan.lr=2e-4."
-        ),
-    ] = None,
-    seeds: Annotated[
-        str | None, typer.Option("--seeds", help="Comma-separated training seeds, e.g. 0,1,2.")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue interrupted runs from their last checkpoint.")
-    ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Re-run runs that already finished.")
-    ] = False,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device", help="auto, cpu, cuda or cuda:N (default: the experiment's train.device)."
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the resolved run configs and exit.")
-    ] = False,
-    results: Annotated[Path, typer.Option("--results", help="Results folder.")] = Path("results"),
-    sweep: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--sweep",
-            help="Run a grid: KEY=V1,V2,... (repeat for more axes), e.g. ddpm.timesteps=1000,2000.",
-        ),
-    ] = None,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            "--shard",
-            help="Run only slice I of N of the (model x seed) grid, e.g. 0/4 (array jobs).",
-        ),
-    ] = None,
-    pretrained: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pretrained",
-            help="MODEL=SOURCE: score these weights without training (a genbench run folder, "
-            "a diffusers folder or hub id for diffusers-unet).",
-        ),
-    ] = None,
+    models: _RunModels = None,
+    experiment: _RunExperiment = "default",
+    set_: _RunSet = None,
+    seeds: _RunSeeds = None,
+    resume: _RunResume = False,
+    force: _RunForce = False,
+    device: _RunDevice = None,
+    dry_run: _RunDryRun = False,
+    results: _RunResults = Path("results"),
+    sweep: _RunSweep = None,
+    shard: _RunShard = None,
+    pretrained: _RunPretrained = None,
 ) -> None:
     """Train, sample and score each model once per seed on the experiment's data.
 
     With --pretrained, that model is loaded instead of trained and scored the same way.
     Under `torchrun --nproc_per_node=N -m genbench run ...` training is data-parallel.
     """
-    # Long only in its option declarations: the work is genbench.api.plan / genbench.api.run.
     from genbench import api
     from genbench.config import run_config_toml
     from genbench.progress import Reporter

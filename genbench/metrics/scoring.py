@@ -151,10 +151,7 @@ class _Job:
     images: torch.Tensor  # uint8, as given
     native: torch.Tensor  # uint8 in the data's channel count (pixel-space audits)
     parts: HeldoutParts
-    extractors: dict[str, ExtractorChoice]  # feature spaces available in this call
     missing: dict[str, str]  # feature spaces asked for but unavailable, with why
-    gen: dict[str, dict[str, torch.Tensor]]
-    ref: dict[str, dict[str, torch.Tensor]]
     feature_seconds: float | None  # the samples' Inception pass (the protocol's figure)
     notes: list[str]
 
@@ -188,15 +185,13 @@ def score_images(
     units' files (copies.json, copies.png, bootstrap.json).
     """
     reporter = reporter or Reporter()
-    job = _prepare(
-        images, bundle=bundle, n_ref=n_ref, choice=choice, reporter=reporter, label=label
-    )
+    job = _prepare(images, bundle=bundle, n_ref=n_ref, reporter=reporter, label=label)
     x = units.UnitInputs(
         images=job.native,
         labels=labels,
-        gen=job.gen,  # filled by _features
-        ref=job.ref,
-        extractors=job.extractors,
+        gen={},  # filled by _features, as is ref
+        ref={},
+        extractors={"inception": choice},
         parts=job.parts,
         bundle=bundle,
         data_cfg=data_cfg,
@@ -253,7 +248,6 @@ def _prepare(
     *,
     bundle: DataBundle,
     n_ref: int,
-    choice: ExtractorChoice,
     reporter: Reporter,
     label: str,
 ) -> _Job:
@@ -285,7 +279,7 @@ def _prepare(
     if n != len(parts.reference):
         warn(f"N = {n} generated vs N_ref = {len(parts.reference)} reference images")
     native = set_channels(images, spec.channels) if images.shape[1] != spec.channels else images
-    return _Job(images, native, parts, {"inception": choice}, {}, {}, {}, None, notes)
+    return _Job(images, native, parts, {}, None, notes)
 
 
 def _features(
@@ -302,18 +296,18 @@ def _features(
     spaces = ["inception"] + [s for s in units.SPACES[1:] if any(u.space == s for u in selected)]
     if "dinov2" in spaces:
         try:
-            job.extractors["dinov2"] = dinov2.choose(download=x.metrics_cfg.download_weights)
+            x.extractors["dinov2"] = dinov2.choose(download=x.metrics_cfg.download_weights)
         except GenbenchError as exc:
             job.missing["dinov2"] = str(exc)
             reporter.warn(f"{label}: {exc}")
     ref = job.parts.reference
     for space in spaces:
-        if space not in job.extractors:
+        if space not in x.extractors:
             continue
-        ext = job.extractors[space]
+        ext = x.extractors[space]
         tag = "" if space == "inception" else f" ({space})"
         with reporter.phase(f"{label}: reference features{tag}", total=len(ref)) as tick:
-            job.ref[space], hit = cached_features(
+            x.ref[space], hit = cached_features(
                 ref.images,
                 choice=ext,
                 device=x.device,
@@ -324,11 +318,11 @@ def _features(
             if hit:
                 tick(len(ref), len(ref))
         if space == "inception" and features is not None:
-            job.gen[space] = features
+            x.gen[space] = features
             continue
         t0 = time.perf_counter()
         with reporter.phase(f"{label}: features{tag}", total=len(job.images)) as tick:
-            job.gen[space] = extract_features(
+            x.gen[space] = extract_features(
                 job.images,
                 choice=ext,
                 device=x.device,
@@ -385,7 +379,7 @@ def _protocol(
     }
     spaces = {
         space: {"extractor": e.name, "weights_sha256": e.weights_sha256, "source": e.source}
-        for space, e in job.extractors.items()
+        for space, e in x.extractors.items()
         if space != "inception"
     }
     spaces.update({space: {"unavailable": why} for space, why in job.missing.items()})
