@@ -45,13 +45,19 @@ class DiffusersUNetConfig(DiffusionConfig, GuidanceConfig):
     )
     mid_attention: bool = Field(True, description="self-attention in the middle block")
     attention_head_dim: int = Field(8, ge=1, description="channels per attention head")
-    norm_num_groups: int = Field(8, ge=1)
-    act_fn: Literal["silu", "gelu", "mish"] = "silu"
-    dropout: float = Field(0.0, ge=0, lt=1)
-    resnet_time_scale_shift: Literal["default", "scale_shift"] = "default"
-    downsample_type: Literal["conv", "resnet"] = "conv"
-    upsample_type: Literal["conv", "resnet"] = "conv"
-    grad_checkpoint: bool = False
+    norm_num_groups: int = Field(8, ge=1, description="GroupNorm groups (divides every width)")
+    act_fn: Literal["silu", "gelu", "mish"] = Field("silu", description="activation")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout in the resnet blocks")
+    resnet_time_scale_shift: Literal["default", "scale_shift"] = Field(
+        "default", description="time embedding added (default) or as scale and shift"
+    )
+    downsample_type: Literal["conv", "resnet"] = Field(
+        "conv", description="downsampling by strided conv or by a resnet block"
+    )
+    upsample_type: Literal["conv", "resnet"] = Field(
+        "conv", description="upsampling by interpolation + conv or by a resnet block"
+    )
+    grad_checkpoint: bool = Field(False, description="gradient checkpointing (less memory)")
 
 
 class DiffusersUNet(CDDPM):

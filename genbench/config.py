@@ -250,15 +250,22 @@ class MetricsConfig(_Strict):
 class ExperimentConfig(_Strict):
     """One experiment: data, budget, models, seeds, samples and metrics."""
 
-    name: str = "default"
-    description: str = ""
-    models: list[str] = Field(default_factory=lambda: ["dcgan"])
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    name: str = Field("default", description="experiment name (part of every run id)")
+    description: str = Field("", description="a line saying what the experiment is for")
+    models: list[str] = Field(
+        default_factory=lambda: ["dcgan"], description="generators to train (`--models`)"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], description="training seeds, one run each (`--seeds`)"
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    model: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    model: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-model tables `[model.<name>]`: keys of that generator's config",
+    )
     pretrained: dict[str, str] = Field(
         default_factory=dict,
         description="model -> weights to score without training (a genbench run folder, "
