@@ -1,9 +1,9 @@
 """MkDocs hook: the config reference, generated from the code at build time.
 
-A page holding the marker ``<!-- genbench:config-reference -->`` gets, in its place, one
-table per config section (walked from ``genbench.config.ExperimentConfig``'s fields) and
-one per built-in generator (found through ``genbench.registry``), each key with its type,
-default and description as the pydantic models declare them. Nothing is written by hand,
+A page holding the marker ``<!-- genbench:config-reference -->`` on a line of its own gets, in
+its place, one table per config section (walked from ``genbench.config.ExperimentConfig``'s
+fields) and one per built-in generator (found through ``genbench.registry``), each key with its
+type, default and description as the pydantic models declare them. Nothing is written by hand,
 so the page cannot drift from the code. A built-in generator that cannot be imported is a
 warning, which fails ``mkdocs build --strict``.
 """
@@ -23,9 +23,10 @@ log = logging.getLogger("mkdocs.plugins.genbench")
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    if MARKER not in markdown:
+    lines = markdown.split("\n")
+    if MARKER not in lines:
         return markdown
-    return markdown.replace(MARKER, config_reference())
+    return "\n".join(config_reference() if line == MARKER else line for line in lines)
 
 
 def config_reference() -> str:
