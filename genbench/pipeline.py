@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from genbench import __version__, registry
+from genbench import registry
+from genbench._version import __version__
 from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
