@@ -26,6 +26,7 @@ from genbench.metrics import dinov2, units
 from genbench.metrics.cache import key_digest, sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
 from genbench.metrics.fidelity import FidelitySettings
+from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
 from genbench.progress import Reporter
@@ -75,18 +76,6 @@ def seeded_subset(images: ImageSet, n: int, *, seed: int = SUBSET_SEED) -> Image
         return images
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images.subset(idx.sort().values)
-
-
-@dataclass
-class HeldoutParts:
-    """Disjoint parts of the held-out split: the FID/KID reference, the real-data
-    row's images, and the copy audit's calibration and check sets."""
-
-    reference: ImageSet
-    real: ImageSet
-    calibration: ImageSet
-    check: ImageSet
-    notes: list[str]
 
 
 def heldout_parts(
