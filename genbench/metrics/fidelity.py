@@ -10,9 +10,6 @@ audit reuse one (slow) Inception pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 import torch
 from torch_fidelity.defaults import DEFAULTS
@@ -21,31 +18,8 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
+from genbench.metrics.settings import FidelitySettings
 from genbench.metrics.units import UnitInputs, UnitResult
-
-
-@dataclass(frozen=True)
-class FidelitySettings:
-    """Metric parameters; torch-fidelity's defaults unless a config says otherwise."""
-
-    kid_subsets: int = DEFAULTS["kid_subsets"]
-    kid_subset_size: int = DEFAULTS["kid_subset_size"]  # upper bound; min(this, N, N_ref) is used
-    isc_splits: int = DEFAULTS["isc_splits"]
-    prc_neighborhood: int = DEFAULTS["prc_neighborhood"]
-    rng_seed: int = DEFAULTS["rng_seed"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kid_subsets": self.kid_subsets,
-            "kid_subset_size_max": self.kid_subset_size,
-            "isc_splits_max": self.isc_splits,
-            "prc_neighborhood": self.prc_neighborhood,
-            "rng_seed": self.rng_seed,
-            "kid_kernel": "poly",
-            "kid_kernel_poly_degree": DEFAULTS["kid_kernel_poly_degree"],
-            "kid_kernel_poly_coef0": DEFAULTS["kid_kernel_poly_coef0"],
-            "isc_shuffle": DEFAULTS["samples_shuffle"],
-        }
 
 
 def fid(gen: torch.Tensor, ref: torch.Tensor) -> float:

@@ -25,10 +25,10 @@ from genbench.io import read_json, write_json
 from genbench.metrics import dinov2, units
 from genbench.metrics.cache import key_digest, sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
-from genbench.metrics.fidelity import FidelitySettings
 from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
+from genbench.metrics.settings import FidelitySettings
 from genbench.progress import Reporter
 from genbench.rundir import read_status, set_status
 

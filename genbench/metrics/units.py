@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
     from genbench.config import DataConfig, MetricsConfig
     from genbench.data import DataBundle
-    from genbench.metrics.fidelity import FidelitySettings
     from genbench.metrics.heldout import HeldoutParts
     from genbench.metrics.inception import ExtractorChoice
+    from genbench.metrics.settings import FidelitySettings
 
 #: Feature spaces a unit may read. Inception is the protocol's; DINOv2 ViT-L/14 is the
 #: second space Stein et al. (2023) found closer to human judgement.
