@@ -228,14 +228,14 @@ class MetricsConfig(_Strict):
     @field_validator("names", "snapshot_names")
     @classmethod
     def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        # Imported here: the metrics package imports this module.
-        from genbench.metrics import units
+        # Imported here: importing the metrics package runs its __init__ (scoring).
+        from genbench.metrics import registry
 
         snap = info.field_name == "snapshot_names"
-        known = units.snapshot_nameable() if snap else units.nameable()
+        known = registry.snapshot_nameable() if snap else registry.nameable()
         bad = [n for n in v if n not in known]
         if bad:
-            switched = {u.name: u.switch for u in units.metric_units() if u.switch}
+            switched = {u.name: u.switch for u in registry.metric_units() if u.switch}
             if bad[0] in switched:
                 raise ValueError(
                     f"{bad[0]!r} is turned on by metrics.{switched[bad[0]]}, not listed here"
