@@ -10,7 +10,7 @@
 
 Each function is a thin wrapper over the library (:mod:`genbench.runner`,
 :mod:`genbench.report`, :mod:`genbench.metrics`), so a number obtained here is
-the number the CLI prints. Errors a user can fix raise :class:`genbench.errors.GenbenchError`
+the number the CLI prints. Errors a user can fix raise :class:`genbench.utils.errors.GenbenchError`
 (or a subclass) with a one-line message.
 """
 
@@ -85,8 +85,8 @@ def _resolve(
 ) -> tuple[Path, list[ExperimentConfig]]:
     from genbench import registry
     from genbench.config import find_experiment, load_experiment, toml_value
-    from genbench.errors import ConfigError
     from genbench.runner import sweep_points
+    from genbench.utils.errors import ConfigError
 
     sets = _override_list(overrides)
     if models is not None:
@@ -281,8 +281,8 @@ def _write_images(
     import torch
 
     from genbench.data import to_uint8
-    from genbench.errors import GenbenchError
     from genbench.sampling import write_sample_set
+    from genbench.utils.errors import GenbenchError
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from genbench.errors import GenbenchError
+from genbench.utils.errors import GenbenchError
 
 app = typer.Typer(
     name="genbench",

@@ -31,11 +31,11 @@ from genbench.distributed import (
     from_env,
     shutdown,
 )
-from genbench.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
 from genbench.pipeline import execute_run
 from genbench.pretrained import check_source
 from genbench.progress import Reporter
 from genbench.rundir import RunFolder, set_status, try_lock_run
+from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
 
 
 @dataclass

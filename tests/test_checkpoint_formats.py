@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from genbench.errors import CheckpointError
 from genbench.train.weights import load_weights, merge_tensors, save_weights, split_tensors
+from genbench.utils.errors import CheckpointError
 
 
 class Tied(nn.Module):

@@ -21,10 +21,10 @@ from genbench.cli import app
 from genbench.config import DataConfig
 from genbench.data import load_data
 from genbench.data.sources import decode_image
-from genbench.errors import CheckpointError, DataError, PluginError
 from genbench.rundir import try_lock_run
 from genbench.runner import plan, run_experiment
 from genbench.train.checkpoints import load_checkpoint
+from genbench.utils.errors import CheckpointError, DataError, PluginError
 from tests.conftest import tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -329,7 +329,7 @@ def test_loggers_default_to_jsonl_which_is_always_kept():
 )
 def test_bad_loggers_are_one_line_config_errors(value, message):
     from genbench.config import load_experiment
-    from genbench.errors import ConfigError
+    from genbench.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         load_experiment("smoke", overrides=[f"train.loggers={value}"])

@@ -12,7 +12,7 @@ from pydantic import (
     BaseModel,
 )
 
-from genbench.errors import ConfigError
+from genbench.utils.errors import ConfigError
 
 
 # -- describing configs ------------------------------------------------------

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from genbench.config.schema import RunConfig
-from genbench.errors import ConfigError
+from genbench.utils.errors import ConfigError
 
 # -- locating and reading files ------------------------------------------
 ENV_CONFIG_PATH = "GENBENCH_CONFIG_PATH"

@@ -20,7 +20,7 @@ from genbench.config.files import (
 )
 from genbench.config.schema import SECTIONS, ExperimentConfig, RunConfig
 from genbench.contract import GeneratorConfig
-from genbench.errors import ConfigError
+from genbench.utils.errors import ConfigError
 
 
 # -- --set overrides --------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch_fidelity
 
-from genbench.errors import GenbenchError
 from genbench.metrics.cache import cache_root
 from genbench.metrics.inception import (
     ENV_OFFLINE,
@@ -54,6 +53,7 @@ from genbench.metrics.units import (
     metric_units,
     register_metric,
 )
+from genbench.utils.errors import GenbenchError
 
 register()
 

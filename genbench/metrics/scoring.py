@@ -20,7 +20,6 @@ from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
 from genbench.device import inference_channels_last, resolve_device
 from genbench.distributed import DistInfo, all_gather_objects
-from genbench.errors import GenbenchError
 from genbench.io import read_json, write_json
 from genbench.metrics import dinov2, units
 from genbench.metrics.cache import key_digest, sha256_tensor
@@ -31,6 +30,7 @@ from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_descriptio
 from genbench.metrics.settings import FidelitySettings
 from genbench.progress import Reporter
 from genbench.rundir import read_status, set_status
+from genbench.utils.errors import GenbenchError
 
 STATUS = "status.json"
 

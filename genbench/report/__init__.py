@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from genbench.errors import GenbenchError
 from genbench.io import atomic_write, write_text
 from genbench.report.collect import RunRecord, collect_runs, load_runs
 from genbench.report.tables import (
@@ -35,6 +34,7 @@ from genbench.report.tables import (
     to_latex,
     to_markdown,
 )
+from genbench.utils.errors import GenbenchError
 
 __all__ = [
     "COLUMNS",

@@ -32,10 +32,10 @@ from genbench.distributed import (
     barrier,
     broadcast_state,
 )
-from genbench.errors import ConfigError, TrainingDiverged
 from genbench.rundir import TRAIN_LOG, last_logged, truncate_log
 from genbench.train.checkpoints import latest_checkpoint, restore, save_checkpoint
 from genbench.train.duties import Checkpoint, Duty, Evaluate, Log, LoopState, Progress, Snapshot
+from genbench.utils.errors import ConfigError, TrainingDiverged
 
 
 @dataclass
