@@ -466,8 +466,8 @@ def score(
     from rich.table import Table
 
     from genbench import api
-    from genbench.io import write_json
     from genbench.progress import Reporter
+    from genbench.utils.files import write_json
 
     result = api.score(
         images_dir,
@@ -562,7 +562,7 @@ def bench(
     """Measure training, sampling and scoring speed on this machine, next to a matmul's GFLOP/s."""
     from genbench import registry
     from genbench.bench import benchmark, print_report
-    from genbench.io import write_json
+    from genbench.utils.files import write_json
 
     names = _csv(models) or registry.names()
     for n in names:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from genbench.contract import Generator
 from genbench.data import ImageSet, to_uint8
-from genbench.io import atomic_write, read_json, write_json
+from genbench.utils.files import atomic_write, read_json, write_json
 
 MANIFEST = "manifest.json"
 

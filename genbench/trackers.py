@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from genbench.io import read_json, write_json
 from genbench.rundir import TENSORBOARD, WANDB_ID
 from genbench.utils.errors import one_line
+from genbench.utils.files import read_json, write_json
 
 TRACKERS = ("jsonl", "tensorboard", "wandb")
 GRID_IMAGES = 64

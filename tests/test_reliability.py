@@ -456,5 +456,5 @@ def test_every_torch_load_uses_weights_only():
         for f in (ROOT / folder).rglob("*.py"):
             for m in re.finditer(r"torch\.load\((.*?)\)\s*$", f.read_text(), re.M | re.S):
                 calls.append((f.name, m.group(1)))
-    assert calls, "expected at least genbench/io.py"
+    assert calls, "expected at least genbench/utils/files.py"
     assert all("weights_only=True" in args for _, args in calls), calls

@@ -364,8 +364,8 @@ def test_runs_log_to_tensorboard_and_wandb_and_a_shared_training_is_replayed(
     from typer.testing import CliRunner
 
     from genbench.cli import app
-    from genbench.io import read_jsonl
     from genbench.metrics import scoring
+    from genbench.utils.files import read_jsonl
     from tests.standin import standin_choice
 
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from genbench.io import write_json
 from genbench.metrics.units import UnitInputs, UnitResult
+from genbench.utils.files import write_json
 
 KIND = "sampling only: resamples of the generated samples; reference and training fixed"
 

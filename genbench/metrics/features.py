@@ -12,9 +12,9 @@ import torch_fidelity
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from genbench.device import inference_channels_last
-from genbench.io import load_torch, save_torch
 from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
 from genbench.metrics.inception import ExtractorChoice
+from genbench.utils.files import load_torch, save_torch
 
 FEATURES_FORMAT = 2  # 2: batch norms folded into the convolutions
 _LIVE: dict[tuple[Any, ...], torch.nn.Module] = {}

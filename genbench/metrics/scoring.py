@@ -20,7 +20,6 @@ from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
 from genbench.device import inference_channels_last, resolve_device
 from genbench.distributed import DistInfo, all_gather_objects
-from genbench.io import read_json, write_json
 from genbench.metrics import dinov2, units
 from genbench.metrics.cache import key_digest, sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
@@ -31,6 +30,7 @@ from genbench.metrics.settings import FidelitySettings
 from genbench.progress import Reporter
 from genbench.rundir import read_status, set_status
 from genbench.utils.errors import GenbenchError
+from genbench.utils.files import read_json, write_json
 
 STATUS = "status.json"
 
