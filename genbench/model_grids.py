@@ -13,10 +13,10 @@ from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
 from genbench.device import resolve_device
-from genbench.naming import slug
 from genbench.sampling import save_grid
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.errors import CheckpointError, GenbenchError
+from genbench.utils.naming import slug
 
 
 def load_trained_run(run_dir: Path, *, device: str = "auto") -> tuple[Generator, DataBundle]:

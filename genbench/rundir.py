@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genbench.naming import digest
 from genbench.train.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
 from genbench.utils.files import read_json, read_jsonl, write_json, write_jsonl
+from genbench.utils.naming import digest
 
 if TYPE_CHECKING:
     from genbench.config import RunConfig

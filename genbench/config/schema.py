@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from genbench.naming import check_safe_name, digest
+from genbench.utils.naming import check_safe_name, digest
 
 SECTIONS = ("data", "train", "sample", "metrics")
 RESULT_NEUTRAL = "result_neutral"  # a Field marker: the key cannot change any result

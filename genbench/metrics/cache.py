@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from genbench.naming import digest
+from genbench.utils.naming import digest
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from genbench.naming import check_safe_name
+from genbench.utils.naming import check_safe_name
 
 #: Feature spaces a unit may read. Inception is the protocol's; DINOv2 ViT-L/14 is the
 #: second space Stein et al. (2023) found closer to human judgement.
