@@ -33,7 +33,8 @@ from genbench import registry
 from genbench.config import ExperimentConfig, resolve_model_config
 from genbench.contract import DataSpec, Generator, GeneratorConfig
 from genbench.data import ImageSet
-from genbench.device import (
+from genbench.train.loop import measure_flops
+from genbench.utils.device import (
     autocast,
     autocast_dtype,
     configure_backend,
@@ -43,7 +44,6 @@ from genbench.device import (
     resolve_device,
     train_channels_last,
 )
-from genbench.train.loop import measure_flops
 
 
 def _sync(device: torch.device) -> None:

@@ -26,7 +26,6 @@ from genbench._version import __version__
 from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.device import precision_record, seed_everything
 from genbench.distributed import SINGLE, DistInfo, all_gather_objects, barrier, broadcast_object
 from genbench.pretrained import load_pretrained, train_record
 from genbench.progress import Reporter
@@ -37,6 +36,7 @@ from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, resto
 from genbench.train.duties import Track
 from genbench.train.loop import TrainResult, train
 from genbench.train.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
+from genbench.utils.device import precision_record, seed_everything
 from genbench.utils.errors import ConfigError
 from genbench.utils.files import read_jsonl, write_json, write_text
 

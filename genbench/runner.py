@@ -23,7 +23,6 @@ from genbench.config import (
 )
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle, load_data
-from genbench.device import configure_backend, resolve_device
 from genbench.distributed import (
     SINGLE,
     DistInfo,
@@ -35,6 +34,7 @@ from genbench.pipeline import execute_run
 from genbench.pretrained import check_source
 from genbench.progress import Reporter
 from genbench.rundir import RunFolder, set_status, try_lock_run
+from genbench.utils.device import configure_backend, resolve_device
 from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
 
 

@@ -82,7 +82,7 @@ def digits():
 
 def make(digits, seed=0):
     from genbench import registry
-    from genbench.device import seed_everything
+    from genbench.utils.device import seed_everything
 
     seed_everything(seed)
     cls = registry.load("dcgan")

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from genbench.data import ImageSet
-from genbench.device import inference_channels_last
 from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
 from genbench.metrics.protocol import split_description
 from genbench.metrics.units import UnitInputs, UnitResult
+from genbench.utils.device import inference_channels_last
 from genbench.utils.files import load_torch, save_torch
 
 CLASSIFIER_FORMAT = 1

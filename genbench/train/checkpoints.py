@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from genbench.contract import Generator
-from genbench.device import rng_state
 from genbench.train.weights import load_weights, merge_tensors, save_weights, split_tensors
+from genbench.utils.device import rng_state
 from genbench.utils.errors import CheckpointError, first_line, one_line
 from genbench.utils.files import load_torch, save_torch
 
