@@ -23,18 +23,18 @@ from genbench.config import (
 )
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle, load_data
-from genbench.distributed import (
+from genbench.pipeline import execute_run
+from genbench.pretrained import check_source
+from genbench.progress import Reporter
+from genbench.rundir import RunFolder, set_status, try_lock_run
+from genbench.utils.device import configure_backend, resolve_device
+from genbench.utils.distributed import (
     SINGLE,
     DistInfo,
     broadcast_object,
     from_env,
     shutdown,
 )
-from genbench.pipeline import execute_run
-from genbench.pretrained import check_source
-from genbench.progress import Reporter
-from genbench.rundir import RunFolder, set_status, try_lock_run
-from genbench.utils.device import configure_backend, resolve_device
 from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
 
 

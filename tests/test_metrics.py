@@ -340,8 +340,8 @@ class _Pending(Exception):
 
 
 def test_split_features_gathers_every_rank_share_in_image_order(monkeypatch, bundle):
-    from genbench.distributed import DistInfo
     from genbench.metrics.features import extract_features
+    from genbench.utils.distributed import DistInfo
 
     images = bundle.train.images[:7]  # 7 images on 2 ranks: uneven shares
     monkeypatch.setattr(scoring, "extractor_for", lambda *a, **k: standin_choice())

@@ -18,7 +18,6 @@ from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, RunConf
 from genbench.data import DataBundle, ImageSet
 from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
-from genbench.distributed import DistInfo, all_gather_objects
 from genbench.metrics import dinov2, units
 from genbench.metrics.cache import key_digest, sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
@@ -29,6 +28,7 @@ from genbench.metrics.settings import FidelitySettings
 from genbench.progress import Reporter
 from genbench.rundir import read_status, set_status
 from genbench.utils.device import inference_channels_last, resolve_device
+from genbench.utils.distributed import DistInfo, all_gather_objects
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import read_json, write_json
 
