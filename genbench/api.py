@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     import torch
 
     from genbench.config import ExperimentConfig
-    from genbench.progress import Reporter
     from genbench.report import Report
     from genbench.runner import PlannedRun, RunOutcome
+    from genbench.utils.progress import Reporter
 
 #: ``["train.kimg=5", "dcgan.lr=2e-4"]`` (as ``--set``) or ``{"train.kimg": 5, "dcgan.lr": 2e-4}``.
 Overrides: TypeAlias = "Sequence[str] | Mapping[str, Any] | None"
@@ -177,15 +177,15 @@ def run(
     gets one folder per run; ``resume``, continue interrupted runs from their last checkpoint;
     ``force``, redo finished runs (else they are skipped); ``device``, overriding
     ``train.device``; ``shard=(i, n)``, run slice i of n of the grid; ``reporter``, where
-    progress goes (``genbench.progress.Reporter(rich.console.Console())`` shows it; the
+    progress goes (``genbench.utils.progress.Reporter(rich.console.Console())`` shows it; the
     default is quiet).
 
     Returns one :class:`genbench.runner.RunOutcome` per run (status ``done``, ``skipped``
     or ``failed`` with its error); a failing run never stops the others. Read the scores
     with :func:`load_results`.
     """
-    from genbench.progress import Reporter
     from genbench.runner import run_grid
+    from genbench.utils.progress import Reporter
 
     path, exps = _resolve(
         experiment,

@@ -146,7 +146,7 @@ def run(
     """
     from genbench import api
     from genbench.config import run_config_toml
-    from genbench.progress import Reporter
+    from genbench.utils.progress import Reporter
 
     kw: dict[str, Any] = {
         "models": _csv(models) if models else None,
@@ -466,8 +466,8 @@ def score(
     from rich.table import Table
 
     from genbench import api
-    from genbench.progress import Reporter
     from genbench.utils.files import write_json
+    from genbench.utils.progress import Reporter
 
     result = api.score(
         images_dir,

@@ -27,7 +27,6 @@ from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
 from genbench.pretrained import load_pretrained, train_record
-from genbench.progress import Reporter
 from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
 from genbench.sampling import assemble, generate, plan_labels, write_sample_set
 from genbench.trackers import Trackers, open_trackers
@@ -45,6 +44,7 @@ from genbench.utils.distributed import (
 )
 from genbench.utils.errors import ConfigError
 from genbench.utils.files import read_jsonl, write_json, write_text
+from genbench.utils.progress import Reporter
 
 
 @dataclass

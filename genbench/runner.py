@@ -25,7 +25,6 @@ from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle, load_data
 from genbench.pipeline import execute_run
 from genbench.pretrained import check_source
-from genbench.progress import Reporter
 from genbench.rundir import RunFolder, set_status, try_lock_run
 from genbench.utils.device import configure_backend, resolve_device
 from genbench.utils.distributed import (
@@ -36,6 +35,7 @@ from genbench.utils.distributed import (
     shutdown,
 )
 from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
+from genbench.utils.progress import Reporter
 
 
 @dataclass

@@ -25,12 +25,12 @@ from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
 from genbench.metrics.settings import FidelitySettings
-from genbench.progress import Reporter
 from genbench.rundir import read_status, set_status
 from genbench.utils.device import inference_channels_last, resolve_device
 from genbench.utils.distributed import DistInfo, all_gather_objects
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import read_json, write_json
+from genbench.utils.progress import Reporter
 
 STATUS = "status.json"
 
