@@ -7,6 +7,7 @@ from genbench import registry
 from genbench.config import build_run_config, load_experiment, resolve_model_config
 from genbench.metrics.inception import ExtractorChoice
 from genbench.metrics.scoring import real_data_run_id
+from genbench.utils.naming import run_id
 
 
 def _run_id(experiment: str, model: str, seed: int, overrides: list[str]) -> str:
@@ -32,3 +33,7 @@ def test_real_data_run_id_is_pinned():
         reason="y",
     )
     assert real_data_run_id(load_experiment("smoke"), choice) == "smoke-real-n32-0f717df24e"
+
+
+def test_run_id_shape():
+    assert run_id(experiment="e", label="m-s0", key={"a": 1}) == "e-m-s0-015abd7f5c"

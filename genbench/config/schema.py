@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from genbench.utils.naming import check_safe_name, digest
+from genbench.utils.naming import RUN_ID_DIGITS, check_safe_name, digest, run_id
 
 SECTIONS = ("data", "train", "sample", "metrics")
 RESULT_NEUTRAL = "result_neutral"  # a Field marker: the key cannot change any result
@@ -319,8 +319,10 @@ class RunConfig(_Strict):
         return d
 
     def digest(self) -> str:
-        return digest(self.identity(), 10)
+        return digest(self.identity(), RUN_ID_DIGITS)
 
     @property
     def run_id(self) -> str:
-        return f"{self.experiment}-{self.model}-s{self.seed}-{self.digest()}"
+        return run_id(
+            experiment=self.experiment, label=f"{self.model}-s{self.seed}", key=self.identity()
+        )

@@ -33,3 +33,14 @@ def digest(obj: Any, length: int) -> str:
     """
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+#: Hex digits of the config digest that ends a run id.
+RUN_ID_DIGITS = 10
+
+
+def run_id(*, experiment: str, label: str, key: Any) -> str:
+    """A run folder's name: ``<experiment>-<label>-<digest of key>``. The label says what
+    ran (``dcgan-s0``, ``real-n1000``); the digest, what exactly (the config that
+    determines the results), so one config always gives one folder."""
+    return f"{experiment}-{label}-{digest(key, RUN_ID_DIGITS)}"
