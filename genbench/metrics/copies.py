@@ -40,9 +40,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
+from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.units import UnitInputs, UnitResult
 from genbench.utils.files import write_json
+from genbench.utils.naming import digest as key_digest
 
 #: Bump when the statistic changes: cached descriptors and calibrations are keyed by it.
 VERSION = 2  # 2: window sums from an integral image (same values up to rounding)

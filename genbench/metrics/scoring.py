@@ -19,7 +19,7 @@ from genbench.data import DataBundle, ImageSet
 from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
 from genbench.metrics import dinov2, units
-from genbench.metrics.cache import key_digest, sha256_tensor
+from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
 from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
@@ -30,6 +30,7 @@ from genbench.utils.device import inference_channels_last, resolve_device
 from genbench.utils.distributed import DistInfo, all_gather_objects
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import read_json, write_json
+from genbench.utils.naming import digest as key_digest
 from genbench.utils.progress import Reporter
 
 STATUS = "status.json"

@@ -25,8 +25,9 @@ def slug(text: str, *, limit: int = 60) -> str:
     return s[:limit].strip("-") or "x"
 
 
-def digest(obj: Any, length: int) -> str:
-    """The first ``length`` hex digits of sha256 over ``obj`` as compact sorted JSON.
+def digest(obj: Any, length: int = 20) -> str:
+    """The first ``length`` hex digits of sha256 over ``obj`` as compact sorted JSON
+    (20 by default: the length of the metrics cache's keys).
 
     Run ids, training keys, cache keys and protocol fingerprints all hash this
     way, so one config always gives one id.
