@@ -179,14 +179,14 @@ class Trackers:
     def training(self, record: Mapping[str, Any]) -> None:
         """One ``train_log.jsonl`` record."""
         step = int(record["step"])
-        values = {f"train/{k}": v for k, v in flatten_scores(record).items() if k != "step"}
+        values = {f"train/{k}": v for k, v in loggable_scores(record).items() if k != "step"}
         if values:
             self._each(lambda t: t.log_scalars(values, step=step))
 
     def snapshot(
         self, *, step: int, scores: Mapping[str, Any], images: torch.Tensor | None = None
     ) -> None:
-        values = {f"snapshot/{k}": v for k, v in flatten_scores(scores).items()}
+        values = {f"snapshot/{k}": v for k, v in loggable_scores(scores).items()}
         if values:
             self._each(lambda t: t.log_scalars(values, step=step))
         if images is not None:
@@ -204,7 +204,7 @@ class Trackers:
         if images is not None:
             grid = sample_grid(images)
             self._each(lambda t: t.log_image("samples", grid, step=step))
-        values = {f"final/{k}": v for k, v in flatten_scores(scores or {}).items()}
+        values = {f"final/{k}": v for k, v in loggable_scores(scores or {}).items()}
         if values:
             self._each(lambda t: t.log_scalars(values, step=step))
         if protocol:
@@ -259,13 +259,15 @@ def open_trackers(
     return Trackers(started, warn=warn)
 
 
-def flatten_scores(scores: Mapping[str, Any]) -> dict[str, float]:
-    """Finite numbers only: ``{"kid": {"mean": m, "std": s}}`` -> ``{"kid": m, "kid_std": s}``;
-    None (a metric that could not be computed) and non-numbers are left out."""
+def loggable_scores(scores: Mapping[str, Any]) -> dict[str, float]:
+    """What a tracker can log, finite numbers only: ``{"kid": {"mean": m, "std": s}}`` ->
+    ``{"kid": m, "kid_std": s}``; None (a metric that could not be computed) and non-numbers
+    are left out (unlike :func:`genbench.report.collect.flatten_scores`, which keeps None as
+    a table's missing value)."""
     out: dict[str, float] = {}
     for k, v in scores.items():
         if isinstance(v, Mapping):
-            for sub, x in flatten_scores(v).items():
+            for sub, x in loggable_scores(v).items():
                 out[k if sub == "mean" else f"{k}_{sub}"] = x
         elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             out[k] = float(v)

@@ -15,7 +15,7 @@ from genbench.rundir import TENSORBOARD, WANDB_ID
 from genbench.trackers import (
     Tracker,
     Trackers,
-    flatten_scores,
+    loggable_scores,
     open_trackers,
     sample_grid,
 )
@@ -42,7 +42,7 @@ def warnings_into(out: list[str]):
 
 # -- helpers ------------------------------------------------------------------
 def test_flatten_scores_keeps_finite_numbers_and_names_sub_values():
-    got = flatten_scores({**SCORES, "bad": float("nan"), "flag": True, "text": "x"})
+    got = loggable_scores({**SCORES, "bad": float("nan"), "flag": True, "text": "x"})
     assert got == {"fid": 12.5, "kid": 0.01, "kid_std": 0.002, "precision": 0.75}
 
 
