@@ -12,7 +12,7 @@ from genbench import registry
 from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
-from genbench.sampling import save_grid
+from genbench.images import save_grid
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import CheckpointError, GenbenchError

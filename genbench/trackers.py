@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from genbench.images import tile_tensor
 from genbench.rundir import TENSORBOARD, WANDB_ID
 from genbench.utils.errors import one_line
 from genbench.utils.files import read_json, write_json
@@ -276,13 +277,8 @@ def loggable_scores(scores: Mapping[str, Any]) -> dict[str, float]:
 
 def sample_grid(images: torch.Tensor, *, n: int = GRID_IMAGES) -> torch.Tensor:
     """The first ``n`` of a uint8 N x C x H x W sample set as one uint8 C x H x W grid."""
-    from torchvision.utils import make_grid
-
     images = images[:n]
-    nrow = max(1, math.ceil(math.sqrt(len(images))))
-    grid = make_grid(images.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0)
-    grid = grid[:1] if images.shape[1] == 1 else grid
-    return (grid * 255).round().clamp(0, 255).to(torch.uint8)
+    return tile_tensor(images, nrow=max(1, math.ceil(math.sqrt(len(images)))))
 
 
 def _read_wandb_file(run_dir: Path) -> dict[str, Any]:

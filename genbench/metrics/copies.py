@@ -411,7 +411,7 @@ def save_pairs(
 ) -> list[dict[str, Any]]:
     """copies.json (every sample's best match) and copies.png (the closest pairs:
     sample | training image, flagged ones first)."""
-    from genbench.sampling import save_grid
+    from genbench.images import save_grid
 
     order = sorted(range(len(flags)), key=lambda i: (not bool(flags[i]), float(gen.distance[i])))
     pairs = [
