@@ -265,9 +265,10 @@ def bench_scoring(
     import torch_fidelity
 
     from genbench.config import MetricsConfig
+    from genbench.images import read_images
     from genbench.metrics.features import extract_features
     from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
-    from genbench.metrics.scoring import extractor_for, image_files, load_images
+    from genbench.metrics.scoring import extractor_for, image_files
     from genbench.sampling import save_png
 
     choice = extractor_for(MetricsConfig())
@@ -285,7 +286,7 @@ def bench_scoring(
             t0 = time.perf_counter()
             feats = [
                 extract_features(
-                    load_images(image_files(d)),
+                    read_images(image_files(d)),
                     choice=choice,
                     device=device,
                     channels_last=layout == "channels_last",
