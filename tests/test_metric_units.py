@@ -13,8 +13,10 @@ from genbench.data import load_data
 from genbench.metrics import dinov2, scoring, units
 from genbench.metrics import registry as unit_registry
 from genbench.metrics.features import extract_features
-from genbench.metrics.fidelity import FidelitySettings, fid, kid
+from genbench.metrics.fid import fid
+from genbench.metrics.kid import kid
 from genbench.metrics.protocol import fingerprint
+from genbench.metrics.settings import FidelitySettings
 from genbench.report import tables
 from tests.standin import STANDIN_B_NAME, standin_choice
 

@@ -158,11 +158,10 @@ def columns() -> tuple[Column, ...]:
 
 
 # -- the built-ins ----------------------------------------------------------------------
-_F = "genbench.metrics.fidelity"
 for _u in (
     MetricUnit(
         "fid",
-        f"{_F}:fid_unit",
+        "genbench.metrics.fid:fid_unit",
         (Column("fid", "FID", "lower", guidance=True),),
         space="inception",
         snapshot=True,
@@ -170,7 +169,7 @@ for _u in (
     ),
     MetricUnit(
         "kid",
-        f"{_F}:kid_unit",
+        "genbench.metrics.kid:kid_unit",
         (Column("kid", "KID", "lower", guidance=True),),
         space="inception",
         snapshot=True,
@@ -178,7 +177,7 @@ for _u in (
     ),
     MetricUnit(
         "isc",
-        f"{_F}:isc_unit",
+        "genbench.metrics.isc:isc_unit",
         (Column("isc", "IS", "higher"),),
         space="inception",
         snapshot=True,
@@ -186,7 +185,7 @@ for _u in (
     ),
     MetricUnit(
         "prc",
-        f"{_F}:prc_unit",
+        "genbench.metrics.prc:prc_unit",
         (
             Column("precision", "precision", "higher"),
             Column("recall", "recall", "higher"),
@@ -198,7 +197,7 @@ for _u in (
     ),
     MetricUnit(
         "fd_dinov2",
-        f"{_F}:fd_dinov2_unit",
+        "genbench.metrics.fid:fd_dinov2_unit",
         (Column("fd_dinov2", "FD (DINOv2)", "lower"),),
         space="dinov2",
         snapshot=True,
@@ -206,7 +205,7 @@ for _u in (
     ),
     MetricUnit(
         "kid_dinov2",
-        f"{_F}:kid_dinov2_unit",
+        "genbench.metrics.kid:kid_dinov2_unit",
         (Column("kid_dinov2", "KID (DINOv2)", "lower"),),
         space="dinov2",
         snapshot=True,

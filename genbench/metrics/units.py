@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from genbench.metrics.registry import (
     SPACES,
     Column,
@@ -45,11 +47,14 @@ __all__ = [
     "UnitInputs",
     "UnitResult",
     "columns",
+    "dinov2_renamed",
+    "finite",
     "metric_units",
     "nameable",
     "register_metric",
     "selected",
     "snapshot_nameable",
+    "space_features",
     "unit",
 ]
 
@@ -74,3 +79,33 @@ class UnitInputs:
     def features(self, space: str) -> tuple[dict[str, Any], dict[str, Any], ExtractorChoice]:
         """(samples' features, reference features, extractor) of one space."""
         return self.gen[space], self.ref[space], self.extractors[space]
+
+
+# -- helpers of the built-in units -----------------------------------------------------
+def finite(r: UnitResult) -> UnitResult:
+    """A non-finite score becomes unavailable, with why; unavailable scores read None."""
+    for k, v in list(r.scores.items()):
+        vals = v.values() if isinstance(v, dict) else [v]
+        if not all(np.isfinite(x) for x in vals):
+            r.unavailable[k] = f"{k} is not finite ({v}); the features may be degenerate"
+            del r.scores[k]
+    for k in r.unavailable:
+        r.scores.setdefault(k, None)
+    return r
+
+
+def space_features(x: UnitInputs, space: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(samples', reference) features of a space's extractor layer."""
+    gen, ref, choice = x.features(space)
+    return gen[choice.feature_layer], ref[choice.feature_layer]
+
+
+def dinov2_renamed(r: UnitResult, old: str, new: str) -> UnitResult:
+    """A second feature space's score under its own column (its warnings say which space)."""
+    if old in r.scores:
+        r.scores[new] = r.scores.pop(old)
+    if old in r.unavailable:
+        r.unavailable[new] = r.unavailable.pop(old)
+    r.used = {f"{k}_dinov2": v for k, v in r.used.items()}
+    r.warnings = [f"DINOv2 space: {w}" for w in r.warnings]
+    return finite(r)
