@@ -20,8 +20,14 @@ from genbench.utils.errors import ConfigError
 
 # -- locating and reading files ------------------------------------------
 ENV_CONFIG_PATH = "GENBENCH_CONFIG_PATH"
-#: The experiments that ship inside the package (package data, so they exist in any install).
-PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: The experiments that ship with genbench: the repository's top-level configs/, installed
+#: as genbench/configs (package data, so they exist in any install).
+_INSTALLED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PACKAGED_CONFIGS = (
+    _INSTALLED_CONFIGS
+    if _INSTALLED_CONFIGS.is_dir()
+    else Path(__file__).resolve().parents[2] / "configs"  # a source checkout
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,10 @@ class ExperimentFile:
 def config_search_path() -> list[ConfigDir]:
     """Where experiments are looked up, first match winning: ``./configs`` (a user's own
     project), then each folder of ``$GENBENCH_CONFIG_PATH`` (``os.pathsep``-separated), then
-    the experiments packaged with genbench. Missing folders and repeats are left out."""
-    dirs = [ConfigDir(Path.cwd() / "configs", "project")]
+    the experiments packaged with genbench. Missing folders and repeats are left out, and
+    so is ./configs in a source checkout's root, where it is the packaged folder itself."""
+    project = Path.cwd() / "configs"
+    dirs = [ConfigDir(project, "project")] if project.resolve() != PACKAGED_CONFIGS else []
     env = [p for p in os.environ.get(ENV_CONFIG_PATH, "").split(os.pathsep) if p]
     if legacy := os.environ.get("GENBENCH_CONFIG_DIR"):
         warnings.warn(
