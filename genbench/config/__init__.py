@@ -44,7 +44,6 @@ from genbench.config.overrides import (
     resolve_model_config,
 )
 from genbench.config.schema import (
-    DEPRECATED_METRICS_KEYS,
     RESULT_NEUTRAL,
     SECTIONS,
     DataConfig,
@@ -56,7 +55,6 @@ from genbench.config.schema import (
 )
 
 __all__ = [
-    "DEPRECATED_METRICS_KEYS",
     "ENV_CONFIG_PATH",
     "EXTENDS",
     "PACKAGED_CONFIGS",

@@ -3,7 +3,6 @@ fully resolved config of one run (:class:`RunConfig`, whose digest is the run id
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 from pydantic import (
@@ -12,7 +11,6 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from genbench.utils.naming import RUN_ID_DIGITS, check_safe_name, digest, run_id
@@ -117,14 +115,6 @@ class SampleConfig(_Strict):
     seed_offset: int = Field(10_000, description="sampling seed = run seed + offset")
 
 
-#: Keys of the old subset-based memorization audit; accepted (ignored) with a warning.
-DEPRECATED_METRICS_KEYS = (
-    "memorization_max_train",
-    "memorization_max_train_pixels",
-    "memorization_quantile",
-)
-
-
 class MetricsConfig(_Strict):
     """Which scores to compute on the sample set, and how (see ``genbench doctor``)."""
 
@@ -187,21 +177,6 @@ class MetricsConfig(_Strict):
         """Images per feature-extractor batch on ``device`` (a torch.device or its name)."""
         on_cuda = str(getattr(device, "type", device)).startswith("cuda")
         return self.batch_size if on_cuda else min(self.batch_size, self.cpu_batch_size)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _deprecated(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            old = [k for k in DEPRECATED_METRICS_KEYS if k in data]
-            if old:
-                warnings.warn(
-                    f"metrics.{old[0]} is no longer used: the copy audit searches the whole "
-                    "training split (remove the key)",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
-                data = {k: v for k, v in data.items() if k not in DEPRECATED_METRICS_KEYS}
-        return data
 
     @field_validator("snapshot_kimg")
     @classmethod
