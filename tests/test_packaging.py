@@ -74,7 +74,7 @@ def venv(wheel, tmp_path_factory) -> Path:
 
 
 def _clean_env() -> dict[str, str]:
-    drop = ("PYTHONPATH", "GENBENCH_CONFIG_PATH", "GENBENCH_CONFIG_DIR")
+    drop = ("PYTHONPATH", "GENBENCH_CONFIG_PATH")
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 

@@ -5,7 +5,6 @@ that name the file and key, and a run folder's ``config.toml``."""
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -64,13 +63,6 @@ def config_search_path() -> list[ConfigDir]:
     project = Path.cwd() / "configs"
     dirs = [ConfigDir(project, "project")] if project.resolve() != PACKAGED_CONFIGS else []
     env = [p for p in os.environ.get(ENV_CONFIG_PATH, "").split(os.pathsep) if p]
-    if legacy := os.environ.get("GENBENCH_CONFIG_DIR"):
-        warnings.warn(
-            f"GENBENCH_CONFIG_DIR is deprecated; use {ENV_CONFIG_PATH}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        env.append(legacy)
     dirs += [ConfigDir(Path(p), "env") for p in env]
     dirs.append(ConfigDir(PACKAGED_CONFIGS, "packaged"))
     out: list[ConfigDir] = []
