@@ -459,7 +459,9 @@ def score(
     device: Annotated[str, typer.Option("--device")] = "auto",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the full result as JSON (memorization.png beside it)."),
+        typer.Option(
+            "--out", help="Write the full result as JSON (the copy audit's copies.png beside it)."
+        ),
     ] = None,
 ) -> None:
     """Score a folder of images under genbench's protocol (FID, KID, precision/recall, IS)."""

@@ -72,9 +72,13 @@ class TrainConfig(_Strict):
     eval_images: int = Field(512, ge=0, description="held-out images per evaluation (0 = off)")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto = bf16 autocast on CUDA, fp32 elsewhere"
+        "auto",
+        description="auto = bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere",
     )
-    channels_last: bool = Field(True, description="channels_last networks and inputs (CUDA)")
+    channels_last: bool = Field(
+        True,
+        description="channels_last networks and inputs on CUDA (on the CPU each network decides)",
+    )
     compile: bool = Field(False, description="torch.compile each network in place (CUDA only)")
     deterministic: bool = Field(False, description="ask PyTorch for deterministic kernels")
     # Where copies of the numbers go and how weights are stored do not change any result,

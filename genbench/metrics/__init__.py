@@ -1,6 +1,6 @@
 """Scoring of saved sample sets with torch-fidelity: FID, KID, precision/recall and
 the Inception Score on uint8 images against the held-out split, plus per-class
-scores, class consistency and a memorization audit, each with the protocol it
+scores, class consistency and a copy audit, each with the protocol it
 was measured under (see :mod:`genbench.metrics.protocol`).
 
 Public entry points: :func:`score_run` (the runner's hook), :func:`score_real_data`
