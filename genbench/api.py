@@ -137,8 +137,7 @@ def plan(
 ) -> list[PlannedRun]:
     """The runs :func:`run` would do, with their fully resolved configs and run ids; nothing
     is trained or written (``genbench run --dry-run``). Arguments as in :func:`run`."""
-    from genbench.runner import plan as plan_experiment
-    from genbench.runner import select_shard, with_device
+    from genbench.runner import plan_grid
 
     path, exps = _resolve(
         experiment,
@@ -148,10 +147,7 @@ def plan(
         sweep=sweep,
         pretrained=pretrained,
     )
-    planned = [
-        r for e in exps for r in plan_experiment(with_device(e, device), experiment_file=str(path))
-    ]
-    return select_shard(planned, *shard) if shard else planned
+    return plan_grid(exps, device=device, shard=shard, experiment_file=str(path))
 
 
 def run(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class PlannedRun:
     config: RunConfig
     generator_cls: type[Generator] | None
     error: str | None = None  # a plugin that failed to load fails only its own runs
+    point: int = 0  # which of a sweep's experiments (grid points) the run belongs to
 
     @property
     def run_id(self) -> str:
@@ -87,6 +88,25 @@ class _EmptyConfig(GeneratorConfig):
     pass
 
 
+def plan_grid(
+    experiments: list[ExperimentConfig],
+    *,
+    device: str | None = None,
+    shard: tuple[int, int] | None = None,
+    experiment_file: str = "experiment",
+) -> list[PlannedRun]:
+    """The one planner (``genbench run``, its ``--dry-run``, :func:`genbench.api.plan`):
+    every (grid point x model x seed) run of a sweep's experiments, with ``--device``
+    applied, then the shard's slice of that whole grid. ``PlannedRun.point`` is the index
+    of the run's experiment."""
+    planned = [
+        replace(r, point=i)
+        for i, exp in enumerate(experiments)
+        for r in plan(with_device(exp, device), experiment_file=experiment_file)
+    ]
+    return select_shard(planned, *shard) if shard is not None else planned
+
+
 def run_experiment(
     experiment: ExperimentConfig,
     *,
@@ -99,11 +119,35 @@ def run_experiment(
     only: set[str] | None = None,
     real_row: bool = True,
 ) -> list[RunOutcome]:
-    reporter = reporter or Reporter()
+    """Plan and run one experiment's (model x seed) runs (``only``: just these run ids)."""
     experiment = with_device(experiment, device)
     runs = plan(experiment, experiment_file=experiment_file)
     if only is not None:
         runs = [r for r in runs if r.run_id in only]
+    return run_planned(
+        experiment,
+        runs,
+        results_dir=results_dir,
+        resume=resume,
+        force=force,
+        reporter=reporter,
+        real_row=real_row,
+    )
+
+
+def run_planned(
+    experiment: ExperimentConfig,
+    runs: list[PlannedRun],
+    *,
+    results_dir: Path,
+    resume: bool = False,
+    force: bool = False,
+    reporter: Reporter | None = None,
+    real_row: bool = True,
+) -> list[RunOutcome]:
+    """Run planned runs of one experiment (its device already applied): skip done or
+    locked ones, load the data once, the real-data row, then each run."""
+    reporter = reporter or Reporter()
     dev = resolve_device(experiment.train.device)
     dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
     try:
@@ -253,33 +297,19 @@ def run_grid(
     *,
     shard: tuple[int, int] | None = None,
     experiment_file: str = "experiment",
+    device: str | None = None,
     **kwargs: Any,
 ) -> list[RunOutcome]:
-    """Run a sweep: one experiment per grid point, sharded over the whole (point x model x seed) grid."""
-    experiments = (
-        [with_device(e, kwargs.pop("device", None)) for e in experiments]
-        if "device" in kwargs
-        else experiments
-    )
-    planned = [
-        (i, r)
-        for i, exp in enumerate(experiments)
-        for r in plan(exp, experiment_file=experiment_file)
-    ]
-    if shard is not None:
-        planned = select_shard(planned, *shard)
+    """Run a sweep: one experiment per grid point, sharded over the whole (point x model x
+    seed) grid, planned once by :func:`plan_grid`."""
+    experiments = [with_device(e, device) for e in experiments]
+    planned = plan_grid(experiments, shard=shard, experiment_file=experiment_file)
     outcomes: list[RunOutcome] = []
     # Shard 0 (or the unsharded job) also computes the real-data row, once per grid point.
     for i, exp in enumerate(experiments):
-        ids = {r.run_id for j, r in planned if j == i}
-        if ids:
-            outcomes += run_experiment(
-                exp,
-                experiment_file=experiment_file,
-                only=ids,
-                real_row=shard is None or shard[0] == 0,
-                **kwargs,
-            )
+        runs = [r for r in planned if r.point == i]
+        if runs:
+            outcomes += run_planned(exp, runs, real_row=shard is None or shard[0] == 0, **kwargs)
     return outcomes
 
 
@@ -392,4 +422,12 @@ def check_specs(runs: list[PlannedRun], bundle: DataBundle) -> None:
             continue
 
 
-__all__ = ["PlannedRun", "RunOutcome", "plan", "run_experiment", "run_grid"]
+__all__ = [
+    "PlannedRun",
+    "RunOutcome",
+    "plan",
+    "plan_grid",
+    "run_experiment",
+    "run_grid",
+    "run_planned",
+]
