@@ -180,7 +180,7 @@ def run(
     or ``failed`` with its error); a failing run never stops the others. Read the scores
     with :func:`load_results`.
     """
-    from genbench.runner import run_grid
+    from genbench.runner import RunOptions, run_grid
     from genbench.utils.progress import Reporter
 
     path, exps = _resolve(
@@ -191,16 +191,10 @@ def run(
         sweep=sweep,
         pretrained=pretrained,
     )
-    return run_grid(
-        exps,
-        results_dir=Path(results),
-        resume=resume,
-        force=force,
-        device=device,
-        reporter=reporter or Reporter(),
-        experiment_file=str(path),
-        shard=shard,
+    options = RunOptions(
+        results_dir=Path(results), resume=resume, force=force, reporter=reporter or Reporter()
     )
+    return run_grid(exps, options=options, device=device, experiment_file=str(path), shard=shard)
 
 
 def load_results(*results: str | Path) -> pd.DataFrame:

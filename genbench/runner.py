@@ -61,6 +61,17 @@ class RunOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How planned runs execute (``genbench run``'s flags): the results folder, --resume,
+    --force, and where progress goes (None: quiet)."""
+
+    results_dir: Path
+    resume: bool = False
+    force: bool = False
+    reporter: Reporter | None = None
+
+
 def plan(experiment: ExperimentConfig, *, experiment_file: str = "experiment") -> list[PlannedRun]:
     """Resolve every (model, seed) run config; unknown models and bad keys are errors here."""
     check_model_tables(experiment, registered=set(registry.names()))
@@ -124,41 +135,30 @@ def run_experiment(
     runs = plan(experiment, experiment_file=experiment_file)
     if only is not None:
         runs = [r for r in runs if r.run_id in only]
-    return run_planned(
-        experiment,
-        runs,
-        results_dir=results_dir,
-        resume=resume,
-        force=force,
-        reporter=reporter,
-        real_row=real_row,
-    )
+    options = RunOptions(results_dir=results_dir, resume=resume, force=force, reporter=reporter)
+    return run_planned(experiment, runs, options=options, real_row=real_row)
 
 
 def run_planned(
     experiment: ExperimentConfig,
     runs: list[PlannedRun],
     *,
-    results_dir: Path,
-    resume: bool = False,
-    force: bool = False,
-    reporter: Reporter | None = None,
+    options: RunOptions,
     real_row: bool = True,
 ) -> list[RunOutcome]:
     """Run planned runs of one experiment (its device already applied): skip done or
     locked ones, load the data once, the real-data row, then each run."""
-    reporter = reporter or Reporter()
     dev = resolve_device(experiment.train.device)
     dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
     try:
         return _run_planned(
             runs,
             experiment,
-            results_dir=results_dir,
-            resume=resume,
-            force=force,
+            results_dir=options.results_dir,
+            resume=options.resume,
+            force=options.force,
             device=dev,
-            reporter=reporter,
+            reporter=options.reporter or Reporter(),
             real_row=real_row,
             dist_info=dist_info,
         )
@@ -296,9 +296,9 @@ def run_grid(
     experiments: list[ExperimentConfig],
     *,
     shard: tuple[int, int] | None = None,
+    options: RunOptions,
     experiment_file: str = "experiment",
     device: str | None = None,
-    **kwargs: Any,
 ) -> list[RunOutcome]:
     """Run a sweep: one experiment per grid point, sharded over the whole (point x model x
     seed) grid, planned once by :func:`plan_grid`."""
@@ -309,7 +309,9 @@ def run_grid(
     for i, exp in enumerate(experiments):
         runs = [r for r in planned if r.point == i]
         if runs:
-            outcomes += run_planned(exp, runs, real_row=shard is None or shard[0] == 0, **kwargs)
+            outcomes += run_planned(
+                exp, runs, options=options, real_row=shard is None or shard[0] == 0
+            )
     return outcomes
 
 
@@ -424,6 +426,7 @@ def check_specs(runs: list[PlannedRun], bundle: DataBundle) -> None:
 
 __all__ = [
     "PlannedRun",
+    "RunOptions",
     "RunOutcome",
     "plan",
     "plan_grid",
