@@ -25,7 +25,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from genbench.contract import DataSpec, Generator, GeneratorConfig
-from genbench.device import autocast, precision_name
 from genbench.diffusion import (
     DIFFUSERS_SAMPLERS,
     EMA,
@@ -38,6 +37,7 @@ from genbench.diffusion import (
     run_sampler,
     sampler_plan,
 )
+from genbench.utils.device import autocast, precision_name
 
 
 class DiffusionConfig(GeneratorConfig):

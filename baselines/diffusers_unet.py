@@ -27,7 +27,7 @@ from torch import nn
 from genbench.contract import DataSpec
 from genbench.diffusion import NoiseSchedule, check_resolution
 from genbench.diffusion.schedulers import require_diffusers
-from genbench.errors import one_line
+from genbench.utils.errors import one_line
 from genbench_baselines.cddpm import CDDPM, GuidanceConfig
 from genbench_baselines.ddpm import DiffusionConfig
 

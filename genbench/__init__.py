@@ -6,6 +6,7 @@ and the Python API (:mod:`genbench.api`: :func:`run`, :func:`load_results`,
 :func:`score`, :func:`build_report`, ...) are importable from here.
 """
 
+from genbench._version import __version__
 from genbench.api import (
     Project,
     build_report,
@@ -18,8 +19,6 @@ from genbench.api import (
     show_config,
 )
 from genbench.contract import DataSpec, Generator, GeneratorConfig, SampleBatch
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DataSpec",

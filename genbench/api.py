@@ -10,7 +10,7 @@
 
 Each function is a thin wrapper over the library (:mod:`genbench.runner`,
 :mod:`genbench.report`, :mod:`genbench.metrics`), so a number obtained here is
-the number the CLI prints. Errors a user can fix raise :class:`genbench.errors.GenbenchError`
+the number the CLI prints. Errors a user can fix raise :class:`genbench.utils.errors.GenbenchError`
 (or a subclass) with a one-line message.
 """
 
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     import torch
 
     from genbench.config import ExperimentConfig
-    from genbench.progress import Reporter
     from genbench.report import Report
     from genbench.runner import PlannedRun, RunOutcome
+    from genbench.utils.progress import Reporter
 
 #: ``["train.kimg=5", "dcgan.lr=2e-4"]`` (as ``--set``) or ``{"train.kimg": 5, "dcgan.lr": 2e-4}``.
 Overrides: TypeAlias = "Sequence[str] | Mapping[str, Any] | None"
@@ -85,8 +85,8 @@ def _resolve(
 ) -> tuple[Path, list[ExperimentConfig]]:
     from genbench import registry
     from genbench.config import find_experiment, load_experiment, toml_value
-    from genbench.errors import ConfigError
     from genbench.runner import sweep_points
+    from genbench.utils.errors import ConfigError
 
     sets = _override_list(overrides)
     if models is not None:
@@ -137,8 +137,7 @@ def plan(
 ) -> list[PlannedRun]:
     """The runs :func:`run` would do, with their fully resolved configs and run ids; nothing
     is trained or written (``genbench run --dry-run``). Arguments as in :func:`run`."""
-    from genbench.runner import plan as plan_experiment
-    from genbench.runner import select_shard, with_device
+    from genbench.runner import plan_grid
 
     path, exps = _resolve(
         experiment,
@@ -148,10 +147,7 @@ def plan(
         sweep=sweep,
         pretrained=pretrained,
     )
-    planned = [
-        r for e in exps for r in plan_experiment(with_device(e, device), experiment_file=str(path))
-    ]
-    return select_shard(planned, *shard) if shard else planned
+    return plan_grid(exps, device=device, shard=shard, experiment_file=str(path))
 
 
 def run(
@@ -177,15 +173,15 @@ def run(
     gets one folder per run; ``resume``, continue interrupted runs from their last checkpoint;
     ``force``, redo finished runs (else they are skipped); ``device``, overriding
     ``train.device``; ``shard=(i, n)``, run slice i of n of the grid; ``reporter``, where
-    progress goes (``genbench.progress.Reporter(rich.console.Console())`` shows it; the
+    progress goes (``genbench.utils.progress.Reporter(rich.console.Console())`` shows it; the
     default is quiet).
 
     Returns one :class:`genbench.runner.RunOutcome` per run (status ``done``, ``skipped``
     or ``failed`` with its error); a failing run never stops the others. Read the scores
     with :func:`load_results`.
     """
-    from genbench.progress import Reporter
-    from genbench.runner import run_grid
+    from genbench.runner import RunOptions, run_grid
+    from genbench.utils.progress import Reporter
 
     path, exps = _resolve(
         experiment,
@@ -195,16 +191,10 @@ def run(
         sweep=sweep,
         pretrained=pretrained,
     )
-    return run_grid(
-        exps,
-        results_dir=Path(results),
-        resume=resume,
-        force=force,
-        device=device,
-        reporter=reporter or Reporter(),
-        experiment_file=str(path),
-        shard=shard,
+    options = RunOptions(
+        results_dir=Path(results), resume=resume, force=force, reporter=reporter or Reporter()
     )
+    return run_grid(exps, options=options, device=device, experiment_file=str(path), shard=shard)
 
 
 def load_results(*results: str | Path) -> pd.DataFrame:
@@ -281,8 +271,8 @@ def _write_images(
     import torch
 
     from genbench.data import to_uint8
-    from genbench.errors import GenbenchError
     from genbench.sampling import write_sample_set
+    from genbench.utils.errors import GenbenchError
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__

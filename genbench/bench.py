@@ -33,7 +33,8 @@ from genbench import registry
 from genbench.config import ExperimentConfig, resolve_model_config
 from genbench.contract import DataSpec, Generator, GeneratorConfig
 from genbench.data import ImageSet
-from genbench.device import (
+from genbench.train.loop import measure_flops
+from genbench.utils.device import (
     autocast,
     autocast_dtype,
     configure_backend,
@@ -43,7 +44,6 @@ from genbench.device import (
     resolve_device,
     train_channels_last,
 )
-from genbench.train.loop import measure_flops
 
 
 def _sync(device: torch.device) -> None:
@@ -265,9 +265,10 @@ def bench_scoring(
     import torch_fidelity
 
     from genbench.config import MetricsConfig
+    from genbench.images import read_images
     from genbench.metrics.features import extract_features
     from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
-    from genbench.metrics.scoring import extractor_for, image_files, load_images
+    from genbench.metrics.scoring import extractor_for, image_files
     from genbench.sampling import save_png
 
     choice = extractor_for(MetricsConfig())
@@ -285,7 +286,7 @@ def bench_scoring(
             t0 = time.perf_counter()
             feats = [
                 extract_features(
-                    load_images(image_files(d)),
+                    read_images(image_files(d)),
                     choice=choice,
                     device=device,
                     channels_last=layout == "channels_last",

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from genbench.errors import GenbenchError
+from genbench.utils.errors import GenbenchError
 
 app = typer.Typer(
     name="genbench",
@@ -146,7 +146,7 @@ def run(
     """
     from genbench import api
     from genbench.config import run_config_toml
-    from genbench.progress import Reporter
+    from genbench.utils.progress import Reporter
 
     kw: dict[str, Any] = {
         "models": _csv(models) if models else None,
@@ -371,7 +371,7 @@ def sample(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Render a grid of samples from a trained run (per class, class mixes, attribute strips)."""
-    from genbench.model_grids import render_grid
+    from genbench.images import render_grid
 
     rows = per_class or bool(mix) or interpolate is not None
     path = render_grid(
@@ -459,15 +459,17 @@ def score(
     device: Annotated[str, typer.Option("--device")] = "auto",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the full result as JSON (memorization.png beside it)."),
+        typer.Option(
+            "--out", help="Write the full result as JSON (the copy audit's copies.png beside it)."
+        ),
     ] = None,
 ) -> None:
     """Score a folder of images under genbench's protocol (FID, KID, precision/recall, IS)."""
     from rich.table import Table
 
     from genbench import api
-    from genbench.io import write_json
-    from genbench.progress import Reporter
+    from genbench.utils.files import write_json
+    from genbench.utils.progress import Reporter
 
     result = api.score(
         images_dir,
@@ -562,7 +564,7 @@ def bench(
     """Measure training, sampling and scoring speed on this machine, next to a matmul's GFLOP/s."""
     from genbench import registry
     from genbench.bench import benchmark, print_report
-    from genbench.io import write_json
+    from genbench.utils.files import write_json
 
     names = _csv(models) or registry.names()
     for n in names:

@@ -21,16 +21,12 @@ from typing import Any
 
 import torch
 
-from genbench import __version__, registry
+from genbench import registry
+from genbench._version import __version__
 from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.device import precision_record, seed_everything
-from genbench.distributed import SINGLE, DistInfo, all_gather_objects, barrier, broadcast_object
-from genbench.errors import ConfigError
-from genbench.io import read_jsonl, write_json, write_text
 from genbench.pretrained import load_pretrained, train_record
-from genbench.progress import Reporter
 from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
 from genbench.sampling import assemble, generate, plan_labels, write_sample_set
 from genbench.trackers import Trackers, open_trackers
@@ -38,6 +34,17 @@ from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, resto
 from genbench.train.duties import Track
 from genbench.train.loop import TrainResult, train
 from genbench.train.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
+from genbench.utils.device import precision_record, seed_everything
+from genbench.utils.distributed import (
+    SINGLE,
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    broadcast_object,
+)
+from genbench.utils.errors import ConfigError
+from genbench.utils.files import read_jsonl, write_json, write_text
+from genbench.utils.progress import Reporter
 
 
 @dataclass

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from genbench.errors import ConfigError
+from genbench.utils.errors import ConfigError
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "project"
 _NAME = re.compile(r"[a-z][a-z0-9-]*")

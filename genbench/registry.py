@@ -13,8 +13,8 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from genbench.contract import Generator
-from genbench.errors import MissingExtra, PluginError
-from genbench.naming import SAFE_NAME
+from genbench.utils.errors import MissingExtra, PluginError
+from genbench.utils.naming import SAFE_NAME
 
 GROUP = "genbench.generators"
 

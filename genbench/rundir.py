@@ -12,7 +12,8 @@ Layout of ``<results>/<run_id>/``::
     checkpoints/      step-NNNNNNNNN.pt (and .safetensors weights), the last two kept
     samples/          the fixed sample set and its manifest.json
     metrics.json      everything measured; written last, so its presence means scored
-    memorization.*    the memorization audit (when enabled)
+    copies.json/.png  the copy audit (metrics.memorization): matches and matched pairs
+    bootstrap.json    the bootstrap's replicates (metrics.bootstrap)
     grids/            grids drawn by ``genbench sample``
     tensorboard/      TensorBoard event files (``train.loggers``)
     wandb/            W&B's own run folders; wandb.json: the W&B run id ``--resume`` continues
@@ -34,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genbench.io import read_json, read_jsonl, write_json, write_jsonl
-from genbench.naming import digest
 from genbench.train.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
+from genbench.utils.files import read_json, read_jsonl, write_json, write_jsonl
+from genbench.utils.naming import digest
 
 if TYPE_CHECKING:
     from genbench.config import RunConfig

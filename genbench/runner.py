@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,19 @@ from genbench.config import (
 )
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle, load_data
-from genbench.device import configure_backend, resolve_device
-from genbench.distributed import (
+from genbench.pipeline import execute_run
+from genbench.pretrained import check_source
+from genbench.rundir import RunFolder, set_status, try_lock_run
+from genbench.utils.device import configure_backend, resolve_device
+from genbench.utils.distributed import (
     SINGLE,
     DistInfo,
     broadcast_object,
     from_env,
     shutdown,
 )
-from genbench.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
-from genbench.pipeline import execute_run
-from genbench.pretrained import check_source
-from genbench.progress import Reporter
-from genbench.rundir import RunFolder, set_status, try_lock_run
+from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
+from genbench.utils.progress import Reporter
 
 
 @dataclass
@@ -43,6 +43,7 @@ class PlannedRun:
     config: RunConfig
     generator_cls: type[Generator] | None
     error: str | None = None  # a plugin that failed to load fails only its own runs
+    point: int = 0  # which of a sweep's experiments (grid points) the run belongs to
 
     @property
     def run_id(self) -> str:
@@ -58,6 +59,17 @@ class RunOutcome:
     error: str | None = None
     run_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How planned runs execute (``genbench run``'s flags): the results folder, --resume,
+    --force, and where progress goes (None: quiet)."""
+
+    results_dir: Path
+    resume: bool = False
+    force: bool = False
+    reporter: Reporter | None = None
 
 
 def plan(experiment: ExperimentConfig, *, experiment_file: str = "experiment") -> list[PlannedRun]:
@@ -87,6 +99,25 @@ class _EmptyConfig(GeneratorConfig):
     pass
 
 
+def plan_grid(
+    experiments: list[ExperimentConfig],
+    *,
+    device: str | None = None,
+    shard: tuple[int, int] | None = None,
+    experiment_file: str = "experiment",
+) -> list[PlannedRun]:
+    """The one planner (``genbench run``, its ``--dry-run``, :func:`genbench.api.plan`):
+    every (grid point x model x seed) run of a sweep's experiments, with ``--device``
+    applied, then the shard's slice of that whole grid. ``PlannedRun.point`` is the index
+    of the run's experiment."""
+    planned = [
+        replace(r, point=i)
+        for i, exp in enumerate(experiments)
+        for r in plan(with_device(exp, device), experiment_file=experiment_file)
+    ]
+    return select_shard(planned, *shard) if shard is not None else planned
+
+
 def run_experiment(
     experiment: ExperimentConfig,
     *,
@@ -99,22 +130,35 @@ def run_experiment(
     only: set[str] | None = None,
     real_row: bool = True,
 ) -> list[RunOutcome]:
-    reporter = reporter or Reporter()
+    """Plan and run one experiment's (model x seed) runs (``only``: just these run ids)."""
     experiment = with_device(experiment, device)
     runs = plan(experiment, experiment_file=experiment_file)
     if only is not None:
         runs = [r for r in runs if r.run_id in only]
+    options = RunOptions(results_dir=results_dir, resume=resume, force=force, reporter=reporter)
+    return run_planned(experiment, runs, options=options, real_row=real_row)
+
+
+def run_planned(
+    experiment: ExperimentConfig,
+    runs: list[PlannedRun],
+    *,
+    options: RunOptions,
+    real_row: bool = True,
+) -> list[RunOutcome]:
+    """Run planned runs of one experiment (its device already applied): skip done or
+    locked ones, load the data once, the real-data row, then each run."""
     dev = resolve_device(experiment.train.device)
     dist_info = from_env(dev.type)  # under torchrun: join the group; else a single process
     try:
         return _run_planned(
             runs,
             experiment,
-            results_dir=results_dir,
-            resume=resume,
-            force=force,
+            results_dir=options.results_dir,
+            resume=options.resume,
+            force=options.force,
             device=dev,
-            reporter=reporter,
+            reporter=options.reporter or Reporter(),
             real_row=real_row,
             dist_info=dist_info,
         )
@@ -252,33 +296,21 @@ def run_grid(
     experiments: list[ExperimentConfig],
     *,
     shard: tuple[int, int] | None = None,
+    options: RunOptions,
     experiment_file: str = "experiment",
-    **kwargs: Any,
+    device: str | None = None,
 ) -> list[RunOutcome]:
-    """Run a sweep: one experiment per grid point, sharded over the whole (point x model x seed) grid."""
-    experiments = (
-        [with_device(e, kwargs.pop("device", None)) for e in experiments]
-        if "device" in kwargs
-        else experiments
-    )
-    planned = [
-        (i, r)
-        for i, exp in enumerate(experiments)
-        for r in plan(exp, experiment_file=experiment_file)
-    ]
-    if shard is not None:
-        planned = select_shard(planned, *shard)
+    """Run a sweep: one experiment per grid point, sharded over the whole (point x model x
+    seed) grid, planned once by :func:`plan_grid`."""
+    experiments = [with_device(e, device) for e in experiments]
+    planned = plan_grid(experiments, shard=shard, experiment_file=experiment_file)
     outcomes: list[RunOutcome] = []
     # Shard 0 (or the unsharded job) also computes the real-data row, once per grid point.
     for i, exp in enumerate(experiments):
-        ids = {r.run_id for j, r in planned if j == i}
-        if ids:
-            outcomes += run_experiment(
-                exp,
-                experiment_file=experiment_file,
-                only=ids,
-                real_row=shard is None or shard[0] == 0,
-                **kwargs,
+        runs = [r for r in planned if r.point == i]
+        if runs:
+            outcomes += run_planned(
+                exp, runs, options=options, real_row=shard is None or shard[0] == 0
             )
     return outcomes
 
@@ -392,4 +424,13 @@ def check_specs(runs: list[PlannedRun], bundle: DataBundle) -> None:
             continue
 
 
-__all__ = ["PlannedRun", "RunOutcome", "plan", "run_experiment", "run_grid"]
+__all__ = [
+    "PlannedRun",
+    "RunOptions",
+    "RunOutcome",
+    "plan",
+    "plan_grid",
+    "run_experiment",
+    "run_grid",
+    "run_planned",
+]

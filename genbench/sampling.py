@@ -16,7 +16,7 @@ from PIL import Image
 
 from genbench.contract import Generator
 from genbench.data import ImageSet, to_uint8
-from genbench.io import atomic_write, read_json, write_json
+from genbench.utils.files import read_json, write_json
 
 MANIFEST = "manifest.json"
 
@@ -120,14 +120,3 @@ def read_sample_set(folder: Path) -> tuple[list[Path], dict[str, Any]]:
     files = sorted(p for p in folder.glob("*.png"))
     manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).exists() else {}
     return files, manifest
-
-
-def save_grid(images: torch.Tensor, path: Path, *, nrow: int) -> Path:
-    """uint8 N x C x H x W -> one PNG grid."""
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0)
-    if images.shape[1] == 1:
-        grid = grid[:1]
-    arr = to_uint8(grid)
-    return atomic_write(path, lambda p: save_png(arr, p))

@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
-from genbench.errors import one_line
-from genbench.io import read_json, write_json
+from genbench.images import tile_tensor
 from genbench.rundir import TENSORBOARD, WANDB_ID
+from genbench.utils.errors import one_line
+from genbench.utils.files import read_json, write_json
 
 TRACKERS = ("jsonl", "tensorboard", "wandb")
 GRID_IMAGES = 64
@@ -179,14 +180,14 @@ class Trackers:
     def training(self, record: Mapping[str, Any]) -> None:
         """One ``train_log.jsonl`` record."""
         step = int(record["step"])
-        values = {f"train/{k}": v for k, v in flatten_scores(record).items() if k != "step"}
+        values = {f"train/{k}": v for k, v in loggable_scores(record).items() if k != "step"}
         if values:
             self._each(lambda t: t.log_scalars(values, step=step))
 
     def snapshot(
         self, *, step: int, scores: Mapping[str, Any], images: torch.Tensor | None = None
     ) -> None:
-        values = {f"snapshot/{k}": v for k, v in flatten_scores(scores).items()}
+        values = {f"snapshot/{k}": v for k, v in loggable_scores(scores).items()}
         if values:
             self._each(lambda t: t.log_scalars(values, step=step))
         if images is not None:
@@ -204,7 +205,7 @@ class Trackers:
         if images is not None:
             grid = sample_grid(images)
             self._each(lambda t: t.log_image("samples", grid, step=step))
-        values = {f"final/{k}": v for k, v in flatten_scores(scores or {}).items()}
+        values = {f"final/{k}": v for k, v in loggable_scores(scores or {}).items()}
         if values:
             self._each(lambda t: t.log_scalars(values, step=step))
         if protocol:
@@ -259,13 +260,15 @@ def open_trackers(
     return Trackers(started, warn=warn)
 
 
-def flatten_scores(scores: Mapping[str, Any]) -> dict[str, float]:
-    """Finite numbers only: ``{"kid": {"mean": m, "std": s}}`` -> ``{"kid": m, "kid_std": s}``;
-    None (a metric that could not be computed) and non-numbers are left out."""
+def loggable_scores(scores: Mapping[str, Any]) -> dict[str, float]:
+    """What a tracker can log, finite numbers only: ``{"kid": {"mean": m, "std": s}}`` ->
+    ``{"kid": m, "kid_std": s}``; None (a metric that could not be computed) and non-numbers
+    are left out (unlike :func:`genbench.report.collect.flatten_scores`, which keeps None as
+    a table's missing value)."""
     out: dict[str, float] = {}
     for k, v in scores.items():
         if isinstance(v, Mapping):
-            for sub, x in flatten_scores(v).items():
+            for sub, x in loggable_scores(v).items():
                 out[k if sub == "mean" else f"{k}_{sub}"] = x
         elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             out[k] = float(v)
@@ -274,13 +277,8 @@ def flatten_scores(scores: Mapping[str, Any]) -> dict[str, float]:
 
 def sample_grid(images: torch.Tensor, *, n: int = GRID_IMAGES) -> torch.Tensor:
     """The first ``n`` of a uint8 N x C x H x W sample set as one uint8 C x H x W grid."""
-    from torchvision.utils import make_grid
-
     images = images[:n]
-    nrow = max(1, math.ceil(math.sqrt(len(images))))
-    grid = make_grid(images.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0)
-    grid = grid[:1] if images.shape[1] == 1 else grid
-    return (grid * 255).round().clamp(0, 255).to(torch.uint8)
+    return tile_tensor(images, nrow=max(1, math.ceil(math.sqrt(len(images)))))
 
 
 def _read_wandb_file(run_dir: Path) -> dict[str, Any]:

@@ -9,9 +9,9 @@ import torch
 from genbench import registry
 from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
-from genbench.device import seed_everything
-from genbench.distributed import from_env, shutdown
 from genbench.train.loop import train
+from genbench.utils.device import seed_everything
+from genbench.utils.distributed import from_env, shutdown
 
 
 def main(out: Path) -> None:

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 import genbench
 from genbench.cli import app
-from genbench.errors import ConfigError, GenbenchError
 from genbench.metrics import scoring
 from genbench.sampling import read_sample_set
+from genbench.utils.errors import ConfigError, GenbenchError
 from tests.standin import standin_choice
 
 # The smoke experiment with scoring on (a stand-in extractor: real Inception is slow here).

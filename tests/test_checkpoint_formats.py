@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from genbench.errors import CheckpointError
 from genbench.train.weights import load_weights, merge_tensors, save_weights, split_tensors
+from genbench.utils.errors import CheckpointError
 
 
 class Tied(nn.Module):
@@ -82,7 +82,7 @@ def digits():
 
 def make(digits, seed=0):
     from genbench import registry
-    from genbench.device import seed_everything
+    from genbench.utils.device import seed_everything
 
     seed_everything(seed)
     cls = registry.load("dcgan")
@@ -119,9 +119,9 @@ def uninterrupted(digits, tmp_path_factory):
 def test_resume_from_either_format_gives_the_uninterrupted_weights(
     digits, tmp_path, uninterrupted, first, then
 ):
-    from genbench.io import load_torch
     from genbench.train.checkpoints import checkpoint_paths, restore
     from genbench.train.loop import train
+    from genbench.utils.files import load_torch
 
     class Killed(Exception):
         pass
@@ -166,8 +166,8 @@ def test_resume_from_either_format_gives_the_uninterrupted_weights(
 
 
 def test_a_checkpoint_with_missing_stale_or_escaping_weights_is_refused(digits, tmp_path):
-    from genbench.io import load_torch, save_torch
     from genbench.train.checkpoints import restore, save_checkpoint
+    from genbench.utils.files import load_torch, save_torch
 
     model = make(digits)
     kw = dict(images_seen=16, elapsed=1.0, train_seconds=1.0, fmt="safetensors")

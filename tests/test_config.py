@@ -13,7 +13,7 @@ from genbench.config import (
     resolve_model_config,
     run_config_toml,
 )
-from genbench.errors import ConfigError
+from genbench.utils.errors import ConfigError
 from tests.conftest import tiny_experiment
 
 

@@ -10,7 +10,7 @@ from genbench.config import DataConfig
 from genbench.data import load_data
 from genbench.data.sources import read_idx
 from genbench.data.transforms import prepare, to_model_range
-from genbench.errors import DataError
+from genbench.utils.errors import DataError
 
 
 def test_digits_split_is_seeded_disjoint_and_recorded():

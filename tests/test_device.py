@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genbench import device as gdev
 from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
-from genbench.device import autocast_dtype, precision_name, seed_everything
 from genbench.pipeline import environment
 from genbench.train.loop import train
+from genbench.utils import device as gdev
+from genbench.utils.device import autocast_dtype, precision_name, seed_everything
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -19,7 +19,7 @@ from genbench.diffusion import (
     make_scheduler,
     run_sampler,
 )
-from genbench.errors import MissingExtra
+from genbench.utils.errors import MissingExtra
 from genbench_baselines.cddpm import CDDPM, CDDPMConfig
 from genbench_baselines.ddpm import DDPM, DDPMConfig
 

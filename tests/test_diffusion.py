@@ -248,7 +248,7 @@ def test_cfg_scale_1_is_conditional_and_0_unconditional():
 
 
 def test_sampling_precision_follows_the_device_rule_and_is_recorded(monkeypatch):
-    from genbench import device as gdev
+    from genbench.utils import device as gdev
 
     def sample(native: bool, bf16: bool) -> tuple[torch.Tensor, str]:
         monkeypatch.setattr(gdev, "cpu_has_native_bf16", lambda: native)

@@ -7,7 +7,7 @@ from genbench import registry
 from genbench.config import DataConfig
 from genbench.contract import DataSpec, Generator
 from genbench.data import load_data
-from genbench.errors import MissingExtra
+from genbench.utils.errors import MissingExtra
 
 NAMES = registry.names()
 

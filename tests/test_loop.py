@@ -4,11 +4,11 @@ import torch
 from genbench import registry
 from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
-from genbench.device import seed_everything
-from genbench.errors import TrainingDiverged
-from genbench.io import read_jsonl
 from genbench.train.checkpoints import checkpoint_paths
 from genbench.train.loop import BatchOrder, train
+from genbench.utils.device import seed_everything
+from genbench.utils.errors import TrainingDiverged
+from genbench.utils.files import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_non_finite_loss_stops_the_run(digits, tmp_path):
 
 
 def test_checkpoint_that_does_not_load_names_the_file(digits, tmp_path):
-    from genbench.errors import CheckpointError
+    from genbench.utils.errors import CheckpointError
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "step-000000001.pt").write_bytes(b"garbage")

@@ -11,9 +11,12 @@ from typer.testing import CliRunner
 from genbench.config import DataConfig, MetricsConfig
 from genbench.data import load_data
 from genbench.metrics import dinov2, scoring, units
+from genbench.metrics import registry as unit_registry
 from genbench.metrics.features import extract_features
-from genbench.metrics.fidelity import FidelitySettings, fid, kid
+from genbench.metrics.fid import fid
+from genbench.metrics.kid import kid
 from genbench.metrics.protocol import fingerprint
+from genbench.metrics.settings import FidelitySettings
 from genbench.report import tables
 from tests.standin import STANDIN_B_NAME, standin_choice
 
@@ -29,7 +32,7 @@ def _cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def registry(monkeypatch):
     """The registry, restored after the test."""
-    monkeypatch.setattr(units, "_UNITS", dict(units._UNITS))
+    monkeypatch.setattr(unit_registry, "_UNITS", dict(unit_registry._UNITS))
     return units
 
 

@@ -15,7 +15,8 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.data import load_data
 from genbench.metrics import mark_comparable, protocol_differences, scoring
-from genbench.metrics.fidelity import fid_low_rank, fidelity_from_features
+from genbench.metrics.fid import fid_low_rank
+from genbench.metrics.fidelity import fidelity_from_features
 from genbench.sampling import save_png
 from tests.standin import STANDIN_NAME, standin_choice
 
@@ -340,8 +341,8 @@ class _Pending(Exception):
 
 
 def test_split_features_gathers_every_rank_share_in_image_order(monkeypatch, bundle):
-    from genbench.distributed import DistInfo
     from genbench.metrics.features import extract_features
+    from genbench.utils.distributed import DistInfo
 
     images = bundle.train.images[:7]  # 7 images on 2 ranks: uneven shares
     monkeypatch.setattr(scoring, "extractor_for", lambda *a, **k: standin_choice())

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-from genbench.errors import ConfigError, GenbenchError
 from genbench.metrics import inception
 from genbench.metrics.features import extract_features
+from genbench.utils.errors import ConfigError, GenbenchError
 
 pytestmark = pytest.mark.skipif(
     inception.fidhelper_file() is None,

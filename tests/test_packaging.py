@@ -33,7 +33,7 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for folder in ("genbench", "baselines"):
+    for folder in ("genbench", "baselines", "configs"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     dist = tmp_path_factory.mktemp("dist")
     offline = ["--no-deps", "--no-build-isolation", "--no-index"]
@@ -74,7 +74,7 @@ def venv(wheel, tmp_path_factory) -> Path:
 
 
 def _clean_env() -> dict[str, str]:
-    drop = ("PYTHONPATH", "GENBENCH_CONFIG_PATH", "GENBENCH_CONFIG_DIR")
+    drop = ("PYTHONPATH", "GENBENCH_CONFIG_PATH")
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 

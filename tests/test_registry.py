@@ -3,7 +3,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from genbench import registry
-from genbench.errors import PluginError
+from genbench.utils.errors import PluginError
 
 
 class FakeDist:

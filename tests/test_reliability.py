@@ -21,10 +21,10 @@ from genbench.cli import app
 from genbench.config import DataConfig
 from genbench.data import load_data
 from genbench.data.sources import decode_image
-from genbench.errors import CheckpointError, DataError, PluginError
 from genbench.rundir import try_lock_run
 from genbench.runner import plan, run_experiment
 from genbench.train.checkpoints import load_checkpoint
+from genbench.utils.errors import CheckpointError, DataError, PluginError
 from tests.conftest import tiny_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -456,5 +456,5 @@ def test_every_torch_load_uses_weights_only():
         for f in (ROOT / folder).rglob("*.py"):
             for m in re.finditer(r"torch\.load\((.*?)\)\s*$", f.read_text(), re.M | re.S):
                 calls.append((f.name, m.group(1)))
-    assert calls, "expected at least genbench/io.py"
+    assert calls, "expected at least genbench/utils/files.py"
     assert all("weights_only=True" in args for _, args in calls), calls

@@ -15,7 +15,7 @@ from genbench.rundir import TENSORBOARD, WANDB_ID
 from genbench.trackers import (
     Tracker,
     Trackers,
-    flatten_scores,
+    loggable_scores,
     open_trackers,
     sample_grid,
 )
@@ -42,7 +42,7 @@ def warnings_into(out: list[str]):
 
 # -- helpers ------------------------------------------------------------------
 def test_flatten_scores_keeps_finite_numbers_and_names_sub_values():
-    got = flatten_scores({**SCORES, "bad": float("nan"), "flag": True, "text": "x"})
+    got = loggable_scores({**SCORES, "bad": float("nan"), "flag": True, "text": "x"})
     assert got == {"fid": 12.5, "kid": 0.01, "kid_std": 0.002, "precision": 0.75}
 
 
@@ -329,7 +329,7 @@ def test_loggers_default_to_jsonl_which_is_always_kept():
 )
 def test_bad_loggers_are_one_line_config_errors(value, message):
     from genbench.config import load_experiment
-    from genbench.errors import ConfigError
+    from genbench.utils.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         load_experiment("smoke", overrides=[f"train.loggers={value}"])
@@ -364,8 +364,8 @@ def test_runs_log_to_tensorboard_and_wandb_and_a_shared_training_is_replayed(
     from typer.testing import CliRunner
 
     from genbench.cli import app
-    from genbench.io import read_jsonl
     from genbench.metrics import scoring
+    from genbench.utils.files import read_jsonl
     from tests.standin import standin_choice
 
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))

@@ -12,7 +12,7 @@ from genbench.config import DataConfig
 from genbench.contract import DataSpec
 from genbench.data.sources import SOURCES, RawData, RawSplit
 from genbench.data.transforms import prepare, to_model_range, to_uint8
-from genbench.errors import DataError
+from genbench.utils.errors import DataError
 
 __all__ = ["SOURCES", "DataBundle", "ImageSet", "load_data", "to_model_range", "to_uint8"]
 

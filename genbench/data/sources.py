@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genbench.errors import DataError
+from genbench.utils.errors import DataError
 
 IMAGE_EXTENSIONS = {
     ".png",

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 
 from genbench.diffusion.schedule import AncestralVariance, NoiseSchedule
-from genbench.errors import MissingExtra
+from genbench.utils.errors import MissingExtra
 
 DiffusersSamplerName = Literal[
     "diffusers-ddpm",

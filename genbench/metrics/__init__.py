@@ -1,6 +1,6 @@
 """Scoring of saved sample sets with torch-fidelity: FID, KID, precision/recall and
 the Inception Score on uint8 images against the held-out split, plus per-class
-scores, class consistency and a memorization audit, each with the protocol it
+scores, class consistency and a copy audit, each with the protocol it
 was measured under (see :mod:`genbench.metrics.protocol`).
 
 Public entry points: :func:`score_run` (the runner's hook), :func:`score_real_data`
@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch_fidelity
 
-from genbench.errors import GenbenchError
 from genbench.metrics.cache import cache_root
 from genbench.metrics.inception import (
     ENV_OFFLINE,
@@ -54,6 +53,7 @@ from genbench.metrics.units import (
     metric_units,
     register_metric,
 )
+from genbench.utils.errors import GenbenchError
 
 register()
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from genbench.io import write_json
 from genbench.metrics.units import UnitInputs, UnitResult
+from genbench.utils.files import write_json
+from genbench.utils.stats import percentile_ci
 
 KIND = "sampling only: resamples of the generated samples; reference and training fixed"
 
@@ -101,8 +102,7 @@ def bootstrap(
 def _interval(values: list[float]) -> list[float] | None:
     if len(values) < 2:
         return None
-    lo, hi = np.percentile(np.asarray(values), [2.5, 97.5])
-    return [float(lo), float(hi)]
+    return list(percentile_ci(values))
 
 
 def bootstrap_unit(x: UnitInputs) -> UnitResult:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
-
-from genbench.naming import digest
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
 
@@ -41,7 +38,3 @@ def sha256_tensor(t: torch.Tensor) -> str:
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def key_digest(key: dict[str, Any], length: int = 20) -> str:
-    return digest(key, length)

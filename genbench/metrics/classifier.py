@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from genbench.data import ImageSet
-from genbench.device import inference_channels_last
-from genbench.io import load_torch, save_torch
-from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
+from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.protocol import split_description
 from genbench.metrics.units import UnitInputs, UnitResult
+from genbench.utils.device import inference_channels_last
+from genbench.utils.files import load_torch, save_torch
+from genbench.utils.naming import digest
 
 CLASSIFIER_FORMAT = 1
 
@@ -171,7 +172,7 @@ def get_classifier(
         "heldout_sha256": sha256_tensor(holdout.images[: settings.max_heldout]),
         "settings": asdict(settings),
     }
-    path = cache_root() / "classifier" / f"{describe.get('dataset', 'data')}-{key_digest(key)}.pt"
+    path = cache_root() / "classifier" / f"{describe.get('dataset', 'data')}-{digest(key)}.pt"
     model = SmallCNN(
         in_channels=train.images.shape[1], num_classes=len(train.class_names), width=settings.width
     )

@@ -40,9 +40,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from genbench.io import write_json
-from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
+from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.units import UnitInputs, UnitResult
+from genbench.utils.files import write_json
+from genbench.utils.naming import digest as key_digest
 
 #: Bump when the statistic changes: cached descriptors and calibrations are keyed by it.
 VERSION = 2  # 2: window sums from an integral image (same values up to rounding)
@@ -410,7 +411,7 @@ def save_pairs(
 ) -> list[dict[str, Any]]:
     """copies.json (every sample's best match) and copies.png (the closest pairs:
     sample | training image, flagged ones first)."""
-    from genbench.sampling import save_grid
+    from genbench.images import save_grid
 
     order = sorted(range(len(flags)), key=lambda i: (not bool(flags[i]), float(gen.distance[i])))
     pairs = [

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from genbench.errors import GenbenchError
 from genbench.metrics.cache import sha256_file
 from genbench.metrics.inception import ENV_OFFLINE, ExtractorChoice
+from genbench.utils.errors import GenbenchError
 
 NAME = "dinov2-vit-l-14"
 HUB_REPO = "facebookresearch/dinov2"

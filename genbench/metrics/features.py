@@ -11,10 +11,11 @@ import torch
 import torch_fidelity
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from genbench.device import inference_channels_last
-from genbench.io import load_torch, save_torch
-from genbench.metrics.cache import cache_root, key_digest, sha256_tensor
+from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.inception import ExtractorChoice
+from genbench.utils.device import inference_channels_last
+from genbench.utils.files import load_torch, save_torch
+from genbench.utils.naming import digest
 
 FEATURES_FORMAT = 2  # 2: batch norms folded into the convolutions
 _LIVE: dict[tuple[Any, ...], torch.nn.Module] = {}
@@ -57,7 +58,7 @@ def get_extractor(
 ) -> torch.nn.Module:
     """The torch-fidelity extractor for ``choice`` (one live instance per process), fp32, eval mode,
     batch norms folded into the convolutions (``fold_bn``), in channels_last memory format where
-    :func:`~genbench.device.inference_channels_last` says so (or as ``channels_last`` asks)."""
+    :func:`~genbench.utils.device.inference_channels_last` says so (or as ``channels_last`` asks)."""
     if channels_last is None:
         channels_last = inference_channels_last(device)
     key = (choice.name, choice.weights_path, choice.weights_sha256, choice.layers, str(device))
@@ -141,7 +142,7 @@ def cached_features(
         "-".join(str(describe.get(k, "x")) for k in ("dataset", "split"))
         + f"-r{images.shape[-1]}-c{images.shape[1]}-n{len(images)}-{choice.name}"
     )
-    path = cache_root() / "features" / f"{stem}-{key_digest(key)}.pt"
+    path = cache_root() / "features" / f"{stem}-{digest(key)}.pt"
     if path.is_file():
         try:
             blob = load_torch(path)

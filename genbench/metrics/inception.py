@@ -30,9 +30,9 @@ from torch_fidelity.feature_extractor_inceptionv3 import (
 )
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from genbench.errors import ConfigError, GenbenchError
-from genbench.io import load_torch, save_torch
 from genbench.metrics.cache import cache_root, sha256_file
+from genbench.utils.errors import ConfigError, GenbenchError
+from genbench.utils.files import load_torch, save_torch
 
 OFFICIAL_NAME = "inception-v3-compat"
 FIDHELPER_NAME = "inception-v3-fidhelper"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from genbench.naming import digest
+from genbench.utils.naming import digest
 
 #: Seed of the random subsets of real images (reference set, training subsets); recorded.
 SUBSET_SEED = 0

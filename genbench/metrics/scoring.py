@@ -18,18 +18,20 @@ from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, RunConf
 from genbench.data import DataBundle, ImageSet
 from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
-from genbench.device import inference_channels_last, resolve_device
-from genbench.distributed import DistInfo, all_gather_objects
-from genbench.errors import GenbenchError
-from genbench.io import read_json, write_json
 from genbench.metrics import dinov2, units
-from genbench.metrics.cache import key_digest, sha256_tensor
+from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
-from genbench.metrics.fidelity import FidelitySettings
+from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
-from genbench.progress import Reporter
+from genbench.metrics.settings import FidelitySettings
 from genbench.rundir import read_status, set_status
+from genbench.utils.device import inference_channels_last, resolve_device
+from genbench.utils.distributed import DistInfo, all_gather_objects
+from genbench.utils.errors import GenbenchError
+from genbench.utils.files import read_json, write_json
+from genbench.utils.naming import digest as key_digest
+from genbench.utils.progress import Reporter
 
 STATUS = "status.json"
 
@@ -75,18 +77,6 @@ def seeded_subset(images: ImageSet, n: int, *, seed: int = SUBSET_SEED) -> Image
         return images
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images.subset(idx.sort().values)
-
-
-@dataclass
-class HeldoutParts:
-    """Disjoint parts of the held-out split: the FID/KID reference, the real-data
-    row's images, and the copy audit's calibration and check sets."""
-
-    reference: ImageSet
-    real: ImageSet
-    calibration: ImageSet
-    check: ImageSet
-    notes: list[str]
 
 
 def heldout_parts(

@@ -18,8 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from genbench.errors import GenbenchError
-from genbench.io import atomic_write, write_text
 from genbench.report.collect import RunRecord, collect_runs, load_runs
 from genbench.report.tables import (
     CI_NOTE,
@@ -35,6 +33,8 @@ from genbench.report.tables import (
     to_latex,
     to_markdown,
 )
+from genbench.utils.errors import GenbenchError
+from genbench.utils.files import atomic_write, write_text
 
 __all__ = [
     "COLUMNS",

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from genbench.config import read_toml
-from genbench.errors import GenbenchError
-from genbench.io import read_json, read_jsonl
+from genbench.utils.errors import GenbenchError
+from genbench.utils.files import read_json, read_jsonl
 
 
 @dataclass

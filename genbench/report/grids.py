@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from genbench.io import read_json
+from genbench.images import read_image_arrays, tile
 from genbench.report.collect import RunRecord
 from genbench.report.plots import slug
 from genbench.report.tables import Summary
+from genbench.utils.files import read_json
 
 #: Images in a model's grid, and per class in a per-class grid.
 GRID_N = 64
@@ -31,31 +32,6 @@ class Grid:
     caption: str = ""
     kind: str = "samples"  # samples | per-class | mix | copies | memorization | real
     row_labels: tuple[str, ...] = ()
-
-
-def _load(files: list[Path]) -> list[np.ndarray]:
-    out = []
-    for f in files:
-        with Image.open(f) as im:
-            out.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
-    return out
-
-
-def tile(images: list[np.ndarray], *, nrow: int, pad: int = 2) -> np.ndarray:
-    """Same-size H x W (x C) uint8 arrays -> one grid with white padding, nrow per row."""
-    if not images:
-        raise ValueError("no images to tile")
-    rgb = any(a.ndim == 3 for a in images)
-    arrs = [np.repeat(a[..., None], 3, -1) if rgb and a.ndim == 2 else a for a in images]
-    h, w = arrs[0].shape[:2]
-    rows = math.ceil(len(arrs) / nrow)
-    shape = (rows * (h + pad) + pad, nrow * (w + pad) + pad) + ((3,) if rgb else ())
-    grid = np.full(shape, 255, dtype=np.uint8)
-    for i, a in enumerate(arrs):
-        r, c = divmod(i, nrow)
-        y, x = pad + r * (h + pad), pad + c * (w + pad)
-        grid[y : y + h, x : x + w] = a
-    return grid
 
 
 def _upscale(grid: np.ndarray, *, min_width: int = 320) -> Image.Image:
@@ -161,7 +137,7 @@ class GridWriter:
         manifest = (
             read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
         )
-        imgs = _load(files[:GRID_N])
+        imgs = read_image_arrays(files[:GRID_N])
         path, rel = self._rel(f"{tag}.png")
         _save(tile(imgs, nrow=max(1, int(math.sqrt(len(imgs))))), path)
         what = "" if real else f" (seed {rec.seed})"
@@ -177,7 +153,7 @@ class GridWriter:
         labels, names = manifest.get("labels"), manifest.get("class_names") or []
         if not (isinstance(labels, list) and names and all(isinstance(x, int) for x in labels)):
             return
-        all_imgs = _load(files) if len(files) > GRID_N else imgs
+        all_imgs = read_image_arrays(files) if len(files) > GRID_N else imgs
         rows, row_names = [], []
         for c, name in enumerate(names):
             idx = [i for i, y in enumerate(labels[: len(all_imgs)]) if y == c][:PER_CLASS_N]

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genbench.naming import slug
 from genbench.report.collect import RunRecord, flatten_scores
 from genbench.report.tables import (
     COLUMN,
@@ -30,6 +29,7 @@ from genbench.report.tables import (
     primary_metric,
 )
 from genbench.rundir import LOG_BOOKKEEPING
+from genbench.utils.naming import slug
 
 PALETTE = (
     "#4C72B0",

@@ -21,15 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from genbench.contract import Generator
-from genbench.device import rng_state
-from genbench.errors import CheckpointError, first_line, one_line
-from genbench.io import load_torch, save_torch
-from genbench.train.weights import load_weights, merge_tensors, save_weights, split_tensors
+from genbench.train.weights import (
+    WEIGHTS_SUFFIX,
+    load_weights,
+    merge_tensors,
+    save_weights,
+    split_tensors,
+)
+from genbench.utils.device import rng_state
+from genbench.utils.errors import CheckpointError, first_line, one_line
+from genbench.utils.files import load_torch, save_torch
 
 CHECKPOINT_DIR = "checkpoints"
 CKPT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
-WEIGHTS_SUFFIX = ".safetensors"
 
 
 def checkpoint_paths(run_dir: Path) -> list[Path]:

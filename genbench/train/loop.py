@@ -23,8 +23,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from genbench.config import TrainConfig
 from genbench.contract import Generator
 from genbench.data import ImageSet
-from genbench.device import autocast, rng_state, set_rng_state, train_channels_last
-from genbench.distributed import (
+from genbench.rundir import TRAIN_LOG, last_logged, truncate_log
+from genbench.train.checkpoints import latest_checkpoint, restore, save_checkpoint
+from genbench.train.duties import Checkpoint, Duty, Evaluate, Log, LoopState, Progress, Snapshot
+from genbench.utils.device import autocast, rng_state, set_rng_state, train_channels_last
+from genbench.utils.distributed import (
     SINGLE,
     DistInfo,
     any_flag,
@@ -32,10 +35,7 @@ from genbench.distributed import (
     barrier,
     broadcast_state,
 )
-from genbench.errors import ConfigError, TrainingDiverged
-from genbench.rundir import TRAIN_LOG, last_logged, truncate_log
-from genbench.train.checkpoints import latest_checkpoint, restore, save_checkpoint
-from genbench.train.duties import Checkpoint, Duty, Evaluate, Log, LoopState, Progress, Snapshot
+from genbench.utils.errors import ConfigError, TrainingDiverged
 
 
 @dataclass

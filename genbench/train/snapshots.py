@@ -11,10 +11,10 @@ import torch
 from genbench.config import RunConfig
 from genbench.contract import Generator
 from genbench.data import DataBundle
-from genbench.io import read_jsonl, write_jsonl
 from genbench.rundir import SNAPSHOTS, put_snapshot
 from genbench.sampling import assemble, generate, plan_labels
 from genbench.trackers import Trackers
+from genbench.utils.files import read_jsonl, write_jsonl
 
 
 def snapshot_steps(cfg: RunConfig) -> list[int]:

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from genbench.errors import CheckpointError, one_line
-from genbench.io import atomic_write
+from genbench.utils.errors import CheckpointError, one_line
+from genbench.utils.files import atomic_write
 
 WEIGHTS_FORMAT = "genbench-weights-1"
 WEIGHTS_SUFFIX = ".safetensors"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genbench.errors import ConfigError
+from genbench.utils.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -1,0 +1,314 @@
+"""The typed configs: an experiment (:class:`ExperimentConfig`), its sections, and the
+fully resolved config of one run (:class:`RunConfig`, whose digest is the run id's)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from genbench.utils.naming import RUN_ID_DIGITS, check_safe_name, digest, run_id
+
+SECTIONS = ("data", "train", "sample", "metrics")
+RESULT_NEUTRAL = "result_neutral"  # a Field marker: the key cannot change any result
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """The data every model of an experiment trains on.
+
+    ``source`` is a dataset name (``genbench list`` shows them); ``root`` a
+    folder for ``folder``/``utkface`` or a place to look for downloadable data.
+    The held-out split (the reference set for scoring) is the dataset's official
+    test split when ``split = "official"`` and it has one, else a seeded random
+    ``holdout_fraction`` of the images.
+    """
+
+    source: str = Field("fashion-mnist", description="dataset name (`genbench list` shows them)")
+    root: str | None = Field(
+        None, description="folder for folder/utkface, or where to look for downloadable data"
+    )
+    resolution: int = Field(32, ge=4, le=1024, description="image side after resize + crop")
+    channels: Literal[1, 3] | None = Field(None, description="None keeps the source's channels")
+    condition: Literal["auto", "none", "classes", "attributes"] = Field(
+        "auto", description="labels given to models; auto = whatever the source has"
+    )
+    label: str = Field("race", description="utkface: which file-name field is the class")
+    split: Literal["official", "random"] = Field(
+        "official",
+        description="held-out split: the dataset's own test split, or a seeded random one",
+    )
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="held-out share for a random split"
+    )
+    split_seed: int = Field(0, description="seed of a random split")
+    max_train: int | None = Field(None, ge=1, description="use only the first N training images")
+    max_holdout: int | None = Field(None, ge=1, description="use only the first N held-out images")
+    max_bad_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="unreadable files tolerated (skipped) before stopping"
+    )
+
+
+class TrainConfig(_Strict):
+    """The training budget and loop settings, identical for every model."""
+
+    kimg: float = Field(10.0, gt=0, description="budget in thousands of training images seen")
+    batch_size: int = Field(64, ge=1, description="global batch, identical for every model")
+    max_minutes: float | None = Field(None, gt=0, description="optional wall-clock budget")
+    checkpoint_kimg: float | None = Field(None, gt=0, description="default: a tenth of the budget")
+    log_every: int = Field(20, ge=1, description="steps between log lines")
+    eval_every_kimg: float | None = Field(
+        None, gt=0, description="held-out evaluation interval; default one epoch"
+    )
+    eval_images: int = Field(512, ge=0, description="held-out images per evaluation (0 = off)")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto = bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere",
+    )
+    channels_last: bool = Field(
+        True,
+        description="channels_last networks and inputs on CUDA (on the CPU each network decides)",
+    )
+    compile: bool = Field(False, description="torch.compile each network in place (CUDA only)")
+    deterministic: bool = Field(False, description="ask PyTorch for deterministic kernels")
+    # Where copies of the numbers go and how weights are stored do not change any result,
+    # so these keys stay out of the run id (RESULT_NEUTRAL): turning TensorBoard on does not
+    # re-train a finished run, and run ids from before the keys existed stay valid.
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="trackers; the run folder's JSONL files are always written",
+        json_schema_extra={RESULT_NEUTRAL: True},
+    )
+    checkpoint_format: Literal["torch", "safetensors"] = Field(
+        "torch",
+        description="network weights as a weights_only torch file or .safetensors",
+        json_schema_extra={RESULT_NEUTRAL: True},
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and not (v == "cpu" or v == "cuda" or v.startswith("cuda:") or v == "mps"):
+            raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return v
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a logger is listed twice")
+        # JSONL is the source of truth the report reads: always on, listed or not.
+        return v if "jsonl" in v else ["jsonl", *v]
+
+
+class SampleConfig(_Strict):
+    """The fixed sample set every model generates after training."""
+
+    n: int = Field(1000, ge=1, description="number of images generated and scored")
+    batch_size: int = Field(100, ge=1, description="images per sampling call")
+    seed_offset: int = Field(10_000, description="sampling seed = run seed + offset")
+
+
+class MetricsConfig(_Strict):
+    """Which scores to compute on the sample set, and how (see ``genbench doctor``)."""
+
+    names: list[str] = Field(
+        default_factory=lambda: ["fid", "kid", "prc", "isc"],
+        description="metric units to compute (`genbench list` shows them): fid, kid, prc "
+        "(precision/recall), isc (Inception Score), fd_dinov2 and kid_dinov2 (DINOv2 ViT-L/14)",
+    )
+    enabled: bool = Field(True, description="score the sample set (false: train and sample only)")
+    inception: Literal["auto", "official", "fidhelper"] = Field(
+        "auto", description="official torch-fidelity weights, the offline fid-helper copy, or auto"
+    )
+    inception_weights: str | None = Field(
+        None, description="a weights file (else $GENBENCH_INCEPTION_WEIGHTS)"
+    )
+    download_weights: bool = Field(True, description="let auto/official download the weights")
+    batch_size: int = Field(32, ge=1, description="images per feature-extractor batch on CUDA")
+    cpu_batch_size: int = Field(
+        12,
+        ge=1,
+        description="at most this many per batch on the CPU, where small batches stay in cache "
+        "(Inception on 2 cores: 12 run 1.25x faster than 32)",
+        json_schema_extra={RESULT_NEUTRAL: True},  # batching changes no score
+    )
+    n_ref: int | None = Field(
+        None, ge=2, description="held-out reference images (default: sample.n)"
+    )
+    kid_subsets: int = Field(100, ge=1, description="KID subsets averaged")
+    kid_subset_size: int = Field(1000, ge=2, description="upper bound; min(this, N, N_ref) is used")
+    isc_splits: int = Field(10, ge=1, description="Inception Score splits")
+    prc_neighborhood: int = Field(3, ge=1, description="k of precision/recall's k-NN balls")
+    per_class: bool = Field(True, description="per-class FID/KID for class-conditional runs")
+    classifier: bool = Field(True, description="class consistency via a small cached classifier")
+    classifier_steps: int = Field(1000, ge=1, description="training steps of that classifier")
+    memorization: bool = Field(
+        True, description="copy audit: every sample against the whole training split"
+    )
+    copy_max_shift: int = Field(3, ge=0, description="translations (px) the copy audit undoes")
+    copy_alpha: float = Field(
+        0.01, gt=0.0, lt=0.5, description="copy audit's per-image false-positive rate"
+    )
+    copy_flag_p: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="a run is flagged when its copy rate exceeds held-out's at this p",
+    )
+    bootstrap: int = Field(
+        200, ge=0, description="resamples of the samples for FID/KID sampling intervals (0: off)"
+    )
+    snapshot_kimg: list[float] = Field(
+        default_factory=list, description="also score a smaller sample set at these kimg points"
+    )
+    snapshot_n: int = Field(256, ge=2, description="images per snapshot (and reference images)")
+    snapshot_names: list[str] = Field(
+        default_factory=lambda: ["fid", "kid"], description="metrics scored at snapshots"
+    )
+
+    def extractor_batch(self, device: Any) -> int:
+        """Images per feature-extractor batch on ``device`` (a torch.device or its name)."""
+        on_cuda = str(getattr(device, "type", device)).startswith("cuda")
+        return self.batch_size if on_cuda else min(self.batch_size, self.cpu_batch_size)
+
+    @field_validator("snapshot_kimg")
+    @classmethod
+    def _snapshots(cls, v: list[float]) -> list[float]:
+        if any(k <= 0 for k in v):
+            raise ValueError("snapshot points must be positive kimg values")
+        return sorted(set(v))
+
+    @field_validator("names", "snapshot_names")
+    @classmethod
+    def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        # Imported here: importing the metrics package runs its __init__ (scoring).
+        from genbench.metrics import registry
+
+        snap = info.field_name == "snapshot_names"
+        known = registry.snapshot_nameable() if snap else registry.nameable()
+        bad = [n for n in v if n not in known]
+        if bad:
+            switched = {u.name: u.switch for u in registry.metric_units() if u.switch}
+            if bad[0] in switched:
+                raise ValueError(
+                    f"{bad[0]!r} is turned on by metrics.{switched[bad[0]]}, not listed here"
+                )
+            what = "metric for snapshots" if snap else "metric"
+            raise ValueError(f"unknown {what} {bad[0]!r} (known: {', '.join(known)})")
+        if len(set(v)) != len(v):
+            raise ValueError("a metric is listed twice")
+        return v
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: data, budget, models, seeds, samples and metrics."""
+
+    name: str = Field("default", description="experiment name (part of every run id)")
+    description: str = Field("", description="a line saying what the experiment is for")
+    models: list[str] = Field(
+        default_factory=lambda: ["dcgan"], description="generators to train (`--models`)"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], description="training seeds, one run each (`--seeds`)"
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    model: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-model tables `[model.<name>]`: keys of that generator's config",
+    )
+    pretrained: dict[str, str] = Field(
+        default_factory=dict,
+        description="model -> weights to score without training (a genbench run folder, "
+        "or what the generator's from_pretrained reads: a diffusers folder, a hub id)",
+    )
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained(cls, v: dict[str, str]) -> dict[str, str]:
+        for m, src in v.items():
+            check_safe_name(m, what="model name")
+            if not src.strip():
+                raise ValueError(f"pretrained source of {m!r} is empty")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_safe_name(v, what="experiment name")
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one model is needed")
+        for m in v:
+            check_safe_name(m, what="model name")
+        if len(set(v)) != len(v):
+            raise ValueError("models are listed twice")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("at least one seed is needed")
+        if any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct non-negative integers")
+        return v
+
+
+class RunConfig(_Strict):
+    """The fully resolved config of one (experiment, model, seed) run."""
+
+    experiment: str
+    model: str
+    seed: int
+    data: DataConfig
+    train: TrainConfig
+    sample: SampleConfig
+    metrics: MetricsConfig
+    generator: dict[str, Any] = Field(default_factory=dict, description="the model's own config")
+    pretrained: str | None = Field(
+        None, description="score these weights without training (see ExperimentConfig)"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        if d["pretrained"] is None:
+            del d["pretrained"]  # trained runs keep the config (and id) they always had
+        return d
+
+    def identity(self) -> dict[str, Any]:
+        """The config that determines the run's results: :meth:`to_dict` without the keys
+        marked result-neutral (trackers, checkpoint file format). Run ids and training
+        keys hash this."""
+        d = self.to_dict()
+        for section in SECTIONS:
+            for k, f in type(getattr(self, section)).model_fields.items():
+                extra = f.json_schema_extra
+                if isinstance(extra, dict) and extra.get(RESULT_NEUTRAL):
+                    d[section].pop(k, None)
+        return d
+
+    def digest(self) -> str:
+        return digest(self.identity(), RUN_ID_DIGITS)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(
+            experiment=self.experiment, label=f"{self.model}-s{self.seed}", key=self.identity()
+        )

@@ -1,0 +1,39 @@
+"""Run ids are pinned: a results folder written before a refactoring must still be found
+(its name is its id). The expected ids were computed by genbench at commit 6b1f529."""
+
+from __future__ import annotations
+
+from genbench import registry
+from genbench.config import build_run_config, load_experiment, resolve_model_config
+from genbench.metrics.inception import ExtractorChoice
+from genbench.metrics.scoring import real_data_run_id
+from genbench.utils.naming import run_id
+
+
+def _run_id(experiment: str, model: str, seed: int, overrides: list[str]) -> str:
+    exp = load_experiment(experiment, overrides=overrides)
+    cfg = resolve_model_config(model, registry.load(model).Config, exp)
+    return build_run_config(exp, model, seed, cfg).run_id
+
+
+def test_trained_run_ids_are_pinned():
+    assert _run_id("smoke", "dcgan", 0, []) == "smoke-dcgan-s0-1918d056b6"
+    assert _run_id("smoke", "dcgan", 0, ["metrics.enabled=true"]) == "smoke-dcgan-s0-2a8f457406"
+    assert _run_id("default", "ddpm", 1, []) == "default-ddpm-s1-8e770a30c5"
+    assert _run_id("default", "denoiser", 1, []) == "default-denoiser-s1-2ced6057c0"
+
+
+def test_real_data_run_id_is_pinned():
+    choice = ExtractorChoice(
+        name="fidhelper",
+        weights_path=None,
+        weights_sha256="0" * 64,
+        has_classifier=False,
+        source="x",
+        reason="y",
+    )
+    assert real_data_run_id(load_experiment("smoke"), choice) == "smoke-real-n32-0f717df24e"
+
+
+def test_run_id_shape():
+    assert run_id(experiment="e", label="m-s0", key={"a": 1}) == "e-m-s0-015abd7f5c"
