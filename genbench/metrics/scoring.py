@@ -5,7 +5,7 @@ any folder of images."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class HeldoutParts:
     calibration: ImageSet
     check: ImageSet
     notes: list[str]
+    # Each part's positions in the held-out split (the copy audit's pool holds all of it).
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def heldout_parts(
@@ -112,7 +114,11 @@ def heldout_parts(
     def take(idx: torch.Tensor) -> ImageSet:
         return holdout.subset(idx.sort().values)
 
-    return HeldoutParts(take(ref_idx), take(parts[0]), take(parts[1]), take(parts[2]), notes)
+    names = ("reference", "real", "calibration", "check")
+    positions = {k: v.sort().values for k, v in zip(names, [ref_idx, *parts], strict=True)}
+    return HeldoutParts(
+        take(ref_idx), take(parts[0]), take(parts[1]), take(parts[2]), notes, positions
+    )
 
 
 def settings_from(cfg: MetricsConfig) -> FidelitySettings:
@@ -171,6 +177,7 @@ def score_images(
     out_dir: Path | None = None,
     label: str = "samples",
     features: dict[str, torch.Tensor] | None = None,
+    heldout_positions: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Score uint8 images against a seeded subset of ``n_ref`` held-out images.
 
@@ -199,6 +206,7 @@ def score_images(
         settings=settings_from(metrics_cfg),
         device=device,
         out_dir=out_dir,
+        heldout_positions=heldout_positions,
     )
     selected = units.selected(metrics_cfg)
     _features(job, x, selected, reporter=reporter, label=label, features=features)
@@ -499,7 +507,8 @@ def score_real_data(
     t0 = time.perf_counter()
     n = cfg.sample.n
     n_ref = cfg.metrics.n_ref or n
-    real = heldout_parts(bundle.holdout, n_ref=n_ref, n=n).real
+    parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
+    real = parts.real
     if len(real) < n:
         reporter.warn(f"real-data row: only {len(real)} held-out images left for N = {n}")
     with reporter.phase("real data: features", total=len(real)) as tick:
@@ -525,6 +534,7 @@ def score_real_data(
         sampling={"sampler": "real-data", "nfe": 0},
         out_dir=rd,
         label="real data",
+        heldout_positions=parts.positions["real"],  # the audit must not match them to themselves
     )
     metrics = _real_metrics(rd, cfg, bundle, real, res)
     metrics["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}

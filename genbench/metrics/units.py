@@ -68,6 +68,9 @@ class UnitInputs:
     settings: FidelitySettings
     device: torch.device
     out_dir: Path | None = None  # where units write their files (copies.json, ...)
+    # When the scored images are held-out images themselves (the real-data row): their
+    # positions in the held-out split, so the copy audit does not match them to themselves.
+    heldout_positions: torch.Tensor | None = None
 
     def features(self, space: str) -> tuple[dict[str, Any], dict[str, Any], ExtractorChoice]:
         """(samples' features, reference features, extractor) of one space."""
@@ -256,11 +259,14 @@ for _u in (
     ),
     MetricUnit(
         "copies",
-        "genbench.metrics.copies:copies_unit",
+        "genbench.metrics.audit:copies_unit",
         (Column("copy_rate", "copy rate", "lower"),),
         switch="memorization",
-        description="copy audit: every sample against the whole training split",
-        progress="copy audit (whole training split)",
+        description=(
+            "copy audit: every sample against the training, validation and held-out images "
+            "(learned descriptor, pixel NCC, mosaics, blends) and the C_T data-copying test"
+        ),
+        progress="copy audit (training, validation and held-out images)",
     ),
     MetricUnit(
         "bootstrap",
