@@ -134,6 +134,9 @@ class Denoiser(Generator):
     Config = DenoiserConfig
     conditional = True
     sampling_keys = frozenset({"k"})  # images per blend: a sweep over it trains once
+    # Each sample is a denoised blend of real training images: the copy audit's verdict is
+    # reported as "derived from training images (by design)", ranked apart.
+    derived_from_training = True
 
     def __init__(
         self,

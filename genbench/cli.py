@@ -146,6 +146,7 @@ def run(
     """
     from genbench import api
     from genbench.config import run_config_toml
+    from genbench.metrics.audit import plan_text as audit_plan
     from genbench.utils.progress import Reporter
 
     kw: dict[str, Any] = {
@@ -163,6 +164,7 @@ def run(
             if r.error:
                 console.print(f"[red]cannot run:[/] {_esc(r.error)}")
             console.print(run_config_toml(r.config), markup=False, highlight=False)
+            console.print(f"# {audit_plan(r.config)}", markup=False, highlight=False)
         return
     outcomes = api.run(
         experiment, **kw, results=results, resume=resume, force=force, reporter=Reporter(console)

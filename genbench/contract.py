@@ -103,6 +103,12 @@ class Generator(ABC):
     #: Config keys that only change sampling (e.g. a guidance scale, DDIM steps). Runs that
     #: differ only in these share one training: a sweep over them trains once, re-samples.
     sampling_keys: ClassVar[frozenset[str]] = frozenset()
+    #: True when the model makes its samples *from training images at sampling time*
+    #: (e.g. by blending and denoising them). The copy audit runs as for any model; its
+    #: result is reported as "derived from training images (by design)" and the model is
+    #: ranked in its own group, apart from models that sample from noise. An undeclared
+    #: model whose samples are edits or blends of training images is flagged as copying.
+    derived_from_training: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -158,11 +164,13 @@ class Generator(ABC):
         """Restore what :meth:`extra_state` returned."""
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        """Scalar logs on a batch of held-out images (no training), e.g. a test loss.
+        """Scalar logs on a batch of validation images (no training), e.g. a test loss.
 
         Called by the loop in eval mode under ``torch.no_grad()`` once per
-        ``train.eval_every_kimg`` on up to ``train.eval_images`` held-out images;
-        the batch means land in the training log like any other scalar.
+        ``train.eval_every_kimg`` on up to ``train.eval_images`` images of the validation
+        slice (``data.validation_size`` training-pool images never trained on; never the
+        held-out split that scoring uses); the batch means land in the training log like
+        any other scalar.
         """
         return {}
 

@@ -239,7 +239,9 @@ def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
             cfg.train,
             seed=cfg.seed,
             run_dir=run.folder.path,
-            holdout=run.bundle.holdout,
+            # evaluate() sees the validation slice, never a held-out image (those are the
+            # FID reference, the real-data row and the copy audit's fresh images).
+            holdout=run.bundle.validation,
             resume=resume,
             on_step=lambda s, total, logs: tick(s, total, logs),
             dist_info=run.dist_info,
@@ -322,6 +324,9 @@ def describe(run: Run, model: Generator, trained: Trained, samples: Samples) -> 
         "model": cfg.model,
         "seed": cfg.seed,
         "generator_distribution": registry.entry(cfg.model).distribution,
+        # Samples made from training images at sampling time (Generator contract): the
+        # report ranks such a model apart and states its copy audit as "by design".
+        "derived_from_training": bool(getattr(model, "derived_from_training", False)),
         "parameters": params,
         "parameters_total": sum(params.values()),
         "train": trained.record(),

@@ -17,6 +17,10 @@ from genbench.config import (
     TrainConfig,
 )
 
+#: The copy audit's learned descriptor at test size: a few steps (the audit's plumbing,
+#: not its detection power, which the slow Fashion-MNIST tests measure at full size).
+FAST_AUDIT = {"copy_descriptor_steps": 40}
+
 
 @pytest.fixture(autouse=True)
 def _small_threads():

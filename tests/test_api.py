@@ -23,6 +23,7 @@ SCORED = {
     "sample.batch_size": 12,
     "metrics.enabled": True,
     "metrics.classifier_steps": 30,
+    "metrics.copy_descriptor_steps": 40,
     "metrics.bootstrap": 20,
 }
 EXPERIMENT = """name = "apitest"

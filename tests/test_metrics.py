@@ -18,6 +18,7 @@ from genbench.metrics import mark_comparable, protocol_differences, scoring
 from genbench.metrics.fid import fid_low_rank
 from genbench.metrics.fidelity import fidelity_from_features
 from genbench.sampling import save_png
+from tests.conftest import FAST_AUDIT
 from tests.standin import STANDIN_NAME, standin_choice
 
 DATA = DataConfig(source="digits", resolution=16, split="random")
@@ -257,7 +258,7 @@ def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
         data=DATA,
         train=TrainConfig(kimg=0.064, batch_size=16, log_every=2, eval_images=0),
         sample=SampleConfig(n=24, batch_size=12),
-        metrics=MetricsConfig(classifier_steps=30),
+        metrics=MetricsConfig(classifier_steps=30, **FAST_AUDIT),
     )
     out = run_experiment(exp, results_dir=tmp_path)
     assert [o.status for o in out] == ["done"]
@@ -289,7 +290,7 @@ def test_cli_score_and_doctor(tmp_path, monkeypatch, bundle):
     exp = tmp_path / "exp.toml"
     exp.write_text(
         'name = "t"\n[data]\nsource = "digits"\nresolution = 16\nsplit = "random"\n'
-        "[sample]\nn = 20\n[metrics]\nclassifier_steps = 20\n"
+        "[sample]\nn = 20\n[metrics]\nclassifier_steps = 20\ncopy_descriptor_steps = 40\n"
     )
     folder = _write_folder(tmp_path / "imgs", bundle.holdout.images[:20])
     runner = CliRunner()

@@ -53,6 +53,15 @@ class DataConfig(_Strict):
     split_seed: int = Field(0, description="seed of a random split")
     max_train: int | None = Field(None, ge=1, description="use only the first N training images")
     max_holdout: int | None = Field(None, ge=1, description="use only the first N held-out images")
+    validation_size: int = Field(
+        512,
+        ge=0,
+        description=(
+            "training images set aside, never trained on: evaluate()'s batches, and the copy "
+            "audit's fresh images where the held-out split is too short (at most a tenth of "
+            "the training split)"
+        ),
+    )
     max_bad_fraction: float = Field(
         0.01, ge=0.0, le=1.0, description="unreadable files tolerated (skipped) before stopping"
     )
@@ -67,9 +76,11 @@ class TrainConfig(_Strict):
     checkpoint_kimg: float | None = Field(None, gt=0, description="default: a tenth of the budget")
     log_every: int = Field(20, ge=1, description="steps between log lines")
     eval_every_kimg: float | None = Field(
-        None, gt=0, description="held-out evaluation interval; default one epoch"
+        None, gt=0, description="validation evaluation interval; default one epoch"
     )
-    eval_images: int = Field(512, ge=0, description="held-out images per evaluation (0 = off)")
+    eval_images: int = Field(
+        512, ge=0, description="validation-slice images per evaluation (0 = off)"
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
@@ -154,9 +165,15 @@ class MetricsConfig(_Strict):
     classifier: bool = Field(True, description="class consistency via a small cached classifier")
     classifier_steps: int = Field(1000, ge=1, description="training steps of that classifier")
     memorization: bool = Field(
-        True, description="copy audit: every sample against the whole training split"
+        True,
+        description=(
+            "copy audit: every sample against the training, validation and held-out images, "
+            "and the C_T data-copying test"
+        ),
     )
-    copy_max_shift: int = Field(3, ge=0, description="translations (px) the copy audit undoes")
+    copy_max_shift: int = Field(
+        3, ge=0, description="translations (px) the copy audit's pixel stage undoes exactly"
+    )
     copy_alpha: float = Field(
         0.01, gt=0.0, lt=0.5, description="copy audit's per-image false-positive rate"
     )
@@ -164,7 +181,18 @@ class MetricsConfig(_Strict):
         0.01,
         gt=0.0,
         lt=1.0,
-        description="a run is flagged when its copy rate exceeds held-out's at this p",
+        description=(
+            "a run is flagged when its copy rate exceeds fresh images' (Fisher) or its "
+            "samples sit closer to the training split than fresh images (C_T) at this p"
+        ),
+    )
+    copy_fresh: int = Field(
+        1000,
+        ge=2,
+        description="copy audit: at most this many fresh images each for calibration and check",
+    )
+    copy_descriptor_steps: int = Field(
+        3000, ge=1, description="training steps of the learned copy descriptor (cached)"
     )
     bootstrap: int = Field(
         200, ge=0, description="resamples of the samples for FID/KID sampling intervals (0: off)"

@@ -68,10 +68,15 @@ class ImageSet:
 
 @dataclass
 class DataBundle:
+    """The training split, the held-out split (FID reference, real-data row, copy-audit
+    images) and the validation slice: training-pool images set aside and never trained
+    on, which ``Generator.evaluate`` receives, so no model sees a held-out image."""
+
     train: ImageSet
     holdout: ImageSet
     spec: DataSpec
     split: dict[str, Any] = field(default_factory=dict)  # recorded in the run
+    validation: ImageSet | None = None
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -123,10 +128,12 @@ def load_data(cfg: DataConfig) -> DataBundle:
         g = torch.Generator().manual_seed(cfg.split_seed + 2)
         ho_idx = ho_idx[torch.randperm(len(ho_idx), generator=g)[: cfg.max_holdout]].sort().values
 
+    tr_idx, va_idx = _validation_slice(tr_idx, cfg)
     train = _make_set(train_raw, tr_idx, cfg, channels, raw)
+    validation = _make_set(train_raw, va_idx, cfg, channels, raw)
     holdout = _make_set(hold_raw, ho_idx, cfg, channels, raw)
     if condition == "none":
-        train.labels = holdout.labels = None
+        train.labels = holdout.labels = validation.labels = None
     spec = DataSpec(
         resolution=cfg.resolution,
         channels=channels,
@@ -145,12 +152,24 @@ def load_data(cfg: DataConfig) -> DataBundle:
         "n_holdout": len(holdout),
         "train_index_sha256": _digest(tr_idx),
         "holdout_index_sha256": _digest(ho_idx),
+        "validation_from": train_split,
+        "n_validation": len(validation),
+        "validation_index_sha256": _digest(va_idx),
         "skipped_files": raw.skipped,
         "skipped_examples": raw.skipped_examples,
         "origin": raw.origin,
         "notes": raw.notes,
     }
-    return DataBundle(train=train, holdout=holdout, spec=spec, split=split)
+    return DataBundle(train=train, holdout=holdout, spec=spec, split=split, validation=validation)
+
+
+def _validation_slice(tr_idx: torch.Tensor, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded slice of the training pool, at most a tenth of it, set aside from training."""
+    n = min(cfg.validation_size, len(tr_idx) // 10)
+    if n <= 0:
+        return tr_idx, tr_idx[:0]
+    perm = torch.randperm(len(tr_idx), generator=torch.Generator().manual_seed(cfg.split_seed + 3))
+    return tr_idx[perm[n:]].sort().values, tr_idx[perm[:n]].sort().values
 
 
 def _native_channels(split: RawSplit) -> int:

@@ -1,356 +1,312 @@
-"""Copy detection: does a generator return (transformed) training images?
+"""The copy audit: does a generator return (edited) real images?
 
-Every sample is compared with **every** training image, under the cheap edits an
-adversary (or an over-fitted model) could apply to a training image:
+Every sample is searched in a **pool** of every real image a generator could have
+seen or replayed: the training split, the validation slice that ``evaluate()``
+receives, and the whole held-out split (the FID reference included). Three stages,
+each exact over the pool:
 
-- the 8 flips and quarter turns (the dihedral group: mirror, upside down, rotate);
-- translations of up to ``max_shift`` pixels, whatever fills the uncovered border;
-- brightness, contrast and inversion (any affine change of intensity:
-  comparisons are normalized cross-correlations, sign ignored);
-- mild noise and blur (images are compared after a small blur, and a copy's
-  match is judged relative to its second-best match, as in Gu et al. 2023);
-- colour edits that keep the mean over channels (channel swaps, greyscale).
+1. **learned descriptor** (:mod:`genbench.metrics.descriptor`): an embedding trained
+   on the training split to be blind to shifts, rotations, zooms, flips, erasing,
+   blends, mosaics and photometric edits; exact nearest neighbours by cosine.
+   Statistics: ``desc_d = 1 - cos`` to the nearest pool image, ``desc_ratio`` = that
+   over the distance to the second nearest;
+2. **pixel NCC** (:mod:`genbench.metrics.ncc`): normalized cross-correlation under
+   flips, quarter turns, shifts and intensity changes, verified on the pixel stage's
+   own shortlist plus the descriptor's neighbours. ``ncc_d``, ``ncc_ratio``;
+3. **mixes** (:mod:`genbench.metrics.mixes`): exact half-image matches (mosaics) and
+   two-image least-squares fits (blends). ``half_d``, ``blend_d``.
 
-Search, exact over the whole training split and chunked so it scales to GPUs:
-1. retrieval: each query's 8 dihedral variants are matched against every
-   training image by two cheap descriptors, a translation-tolerant low-frequency
-   Fourier magnitude of the windowed centre crop and a coarse pooled centre crop
-   at 9 offsets; the best candidates of each are kept;
-2. verification: the exact normalized cross-correlation (NCC) of the query's
-   centre crop with every shifted window of each candidate, for the 8 variants.
+A sample is a copy when any statistic falls below its threshold: the ``alpha / 6``
+quantile of the same statistic over fresh held-out images (calibration set), so a
+fresh image is flagged with probability about ``alpha``. The rate on a second,
+disjoint fresh set (check set) measures that. A run is flagged when
 
-Statistic per query (Carlini et al. 2023 / Gu et al. 2023): ``d1 = 1 - NCC`` to
-the best training image and ``ratio = d1 / d2`` with ``d2`` the distance to the
-best *other* training image. A query is a copy when ``d1`` or ``ratio`` falls
-below the ``alpha / 2`` quantile of the same statistic over held-out real
-images (calibration set), so a fresh image is flagged with probability about
-``alpha``. The rate on a second, disjoint held-out set measures that
-false-positive rate; a run is flagged when its copy rate exceeds the held-out
-rate by a one-sided Fisher exact test at ``flag_p``.
+- its copy rate exceeds the check set's by a one-sided Fisher exact test at ``flag_p``
+  (per-sample test), or
+- its samples sit closer to the training split than fresh images do, by the C_T test
+  (:mod:`genbench.metrics.datacopy`) at ``flag_p`` (distribution-level test).
+
+Calibration and check images are held-out images left after the FID reference and the
+real-data row; where the held-out split is too short for them, the validation slice's
+images beyond those ``evaluate()`` receives (never trained on) are used, and the audit
+says so.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from genbench.metrics import datacopy, descriptor, mixes, ncc
 from genbench.metrics.cache import cache_root, sha256_tensor
-from genbench.metrics.units import UnitInputs, UnitResult
-from genbench.utils.files import write_json
+from genbench.utils.files import load_torch, save_torch
 from genbench.utils.naming import digest as key_digest
 
-#: Bump when the statistic changes: cached descriptors and calibrations are keyed by it.
-VERSION = 2  # 2: window sums from an integral image (same values up to rounding)
-TRANSFORMS = (
-    "identity",
-    "mirror",
-    "rot90",
-    "rot90+mirror",
-    "rot180",
-    "rot180+mirror",
-    "rot270",
-    "rot270+mirror",
-)
+VERSION = 3  # 3: pool of train + validation + held-out, learned descriptor, mixes, C_T
+STATS = ("desc_d", "desc_ratio", "ncc_d", "ncc_ratio", "half_d", "blend_d")
+STAGE = {
+    "desc_d": "descriptor",
+    "desc_ratio": "descriptor",
+    "ncc_d": "pixel",
+    "ncc_ratio": "pixel",
+    "half_d": "mosaic",
+    "blend_d": "blend",
+}
 DEFINITION = (
-    "a sample is a copy when its normalized cross-correlation distance to its best-matching "
-    "training image (searched over the whole training split, under flips, quarter turns, shifts "
-    "of up to max_shift px, brightness/contrast/inversion) or the ratio of that distance to the "
-    "second-best training image's falls below the alpha/2 quantile of the same statistic on "
-    "held-out real images; a run is flagged when its copy rate exceeds the rate on a disjoint "
-    "held-out set (one-sided Fisher exact test, p < flag_p)"
+    "a sample is a copy when, against a pool of every real image (training split, "
+    "validation slice, held-out split), its learned-descriptor distance, its pixel NCC "
+    "distance (flips, quarter turns, shifts up to max_shift px, intensity changes), the "
+    "ratio of either to the second-best match, its best half-image match or its best "
+    "two-image blend fit falls below the alpha/6 quantile of the same statistic on fresh "
+    "held-out images; a run is flagged when its copy rate exceeds a disjoint fresh set's "
+    "(one-sided Fisher exact test, p < flag_p) or when its samples sit closer to the "
+    "training split than fresh images do (C_T test, p < flag_p)"
 )
 
 
 @dataclass(frozen=True)
 class CopySettings:
-    max_shift: int = 3  # pixels; the effective shift is capped at resolution/4 - 1
+    max_shift: int = 3  # pixels the NCC stage undoes; the descriptor learns up to side/4
     alpha: float = 0.01  # per-image false-positive rate the calibration aims at
-    candidates: int = 48  # per query, from the Fourier descriptor
-    spatial_candidates: int = 16  # per query, from the pooled descriptor
-    flag_p: float = 0.01  # significance of "this run copies"
-    chunk: int = 65536  # training images per retrieval block on CUDA (bounds memory at 1M)
-    # On the CPU small blocks keep the similarity block in cache: 1024 searched 60k images
-    # 1.7x faster than one 65536 block on 2 cores. Neither changes a result (exact search).
-    cpu_chunk: int = 1024
+    flag_p: float = 0.01  # significance of "this run copies" (both tests)
+    neighbours: int = 16  # descriptor candidates handed to the pixel stage
+    calibration: int = 1000  # at most this many fresh images in each of calibration and check
+    min_per_cell: int = 20  # C_T: samples and fresh images a cell needs to count
+    pixel: ncc.PixelSearch | None = None  # retrieval sizes and blocks (defaults)
+    descriptor: descriptor.DescriptorSettings = field(default_factory=descriptor.DescriptorSettings)
 
-    def chunk_for(self, device: torch.device) -> int:
-        return self.chunk if device.type == "cuda" else self.cpu_chunk
+    def search(self) -> ncc.PixelSearch:
+        return self.pixel or ncc.PixelSearch(max_shift=self.max_shift)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["pixel"] = self.search().to_dict()
+        return d
+
+    def result_key(self) -> dict[str, Any]:
+        """What changes a statistic (block sizes change none)."""
+        d = self.to_dict()
+        d["pixel"] = {k: v for k, v in d["pixel"].items() if k not in ("chunk", "cpu_chunk")}
+        return d
 
 
-# -- image preparation -------------------------------------------------------------------
-def canonical(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """uint8 N x C x H x W -> float N x 1 x H x W: mean over channels (blind to channel
-    swaps and greyscale conversion) in [0, 1], lightly blurred (noise-tolerant)."""
-    x = images.to(device or images.device).float().mean(1, keepdim=True) / 255.0
-    k = torch.tensor([1.0, 2.0, 1.0], device=x.device) / 4
-    k2 = (k[:, None] * k[None, :])[None, None]
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k2)
-
-
-def effective_shift(resolution: int, max_shift: int) -> int:
-    return max(0, min(max_shift, resolution // 4 - 1))
-
-
-def _standardize(v: torch.Tensor) -> torch.Tensor:
-    v = v - v.mean(-1, keepdim=True)
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-
-
-def dihedral(x: torch.Tensor) -> torch.Tensor:
-    """N x 1 x H x W -> N x 8 x 1 x H x W in the order of :data:`TRANSFORMS`."""
-    out = []
-    for k in range(4):
-        r = torch.rot90(x, k, (-2, -1))
-        out += [r, r.flip(-1)]
-    return torch.stack(out, 1)
-
-
-def _crop(x: torch.Tensor, m: int, dy: int = 0, dx: int = 0) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    return x[..., m + dy : h - m + dy, m + dx : w - m + dx]
-
-
-class _Descriptors:
-    """The two retrieval descriptors of centre crops (margin = the shift searched)."""
-
-    def __init__(self, resolution: int, shift: int) -> None:
-        self.m = shift + 1 if shift else 0  # +1: the blur smears a shifted copy's fill inwards
-        side = resolution - 2 * self.m
-        self.low = max(2, min(6, side // 2))  # Fourier frequencies kept per axis
-        self.pool = max(2, min(6, side))
-        w = torch.hann_window(side + 2, periodic=False)[1:-1]
-        self.window = w[:, None] * w[None, :]  # tapers the crop's border: shift-tolerant
-        # Query crops at offsets spaced about half a pooling cell apart cover every shift.
-        step = max(1, min(shift, int(side / self.pool) // 2))
-        self.offsets = list(range(-(shift // step) * step, shift + 1, step)) if shift else [0]
-
-    def fourier(self, x: torch.Tensor) -> torch.Tensor:
-        c = _crop(x, self.m)
-        lead, (h, w) = c.shape[:-3], c.shape[-2:]
-        v = _standardize(c.reshape(-1, h * w)).reshape(-1, h, w) * self.window.to(c.device)
-        mag = torch.fft.rfft2(v).abs()
-        L = self.low
-        d = torch.cat([mag[:, :L, :L].flatten(1), mag[:, -L + 1 :, 1:L].flatten(1)], 1)
-        return _standardize(torch.log1p(10 * d)).reshape(*lead, -1)
-
-    def pooled(self, x: torch.Tensor, dy: int = 0, dx: int = 0) -> torch.Tensor:
-        c = _crop(x, self.m, dy, dx)
-        lead = c.shape[:-3]
-        p = F.adaptive_avg_pool2d(c.reshape(-1, 1, *c.shape[-2:]), self.pool).flatten(1)
-        return _standardize(p).reshape(*lead, -1)
-
-
+# -- the pool ---------------------------------------------------------------------------
 @dataclass
-class TrainIndex:
-    """Retrieval descriptors of every training image (cached on disk: the warm path)."""
+class Pool:
+    """Every real image a sample may copy, with where each came from."""
 
-    fourier: torch.Tensor  # M x Df, float16
-    pooled: torch.Tensor  # M x Dp, float16
-    resolution: int
-    shift: int
+    images: torch.Tensor  # M uint8
+    parts: list[tuple[str, int, int]]  # (split name, start, end) in pool order
+    source_index: torch.Tensor  # M: index in its split's source
+
+    def origin(self, pos: int) -> tuple[str, int]:
+        for name, a, b in self.parts:
+            if a <= pos < b:
+                return name, int(self.source_index[pos])
+        raise IndexError(pos)
+
+    def offset(self, name: str) -> int:
+        return next(a for n, a, _ in self.parts if n == name)
+
+    def train_slice(self) -> slice:
+        a, b = next((a, b) for n, a, b in self.parts if n == "train")
+        return slice(a, b)
 
 
-def build_index(
-    train_images: torch.Tensor,
-    settings: CopySettings,
-    *,
-    device: torch.device,
-    use_cache: bool = True,
-) -> tuple[TrainIndex, bool]:
-    """Descriptors of all training images, cached by the images' hash. Returns (index, cache hit)."""
-    res = train_images.shape[-1]
-    shift = effective_shift(res, settings.max_shift)
-    key = key_digest(
-        {"v": VERSION, "images": sha256_tensor(train_images), "shift": shift, "res": res}
+def make_pool(named: list[tuple[str, torch.Tensor, torch.Tensor]]) -> Pool:
+    """Pool from (split name, uint8 images, source indices), in that order."""
+    parts, start = [], 0
+    for name, imgs, _ in named:
+        parts.append((name, start, start + len(imgs)))
+        start += len(imgs)
+    return Pool(
+        torch.cat([imgs for _, imgs, _ in named]),
+        parts,
+        torch.cat([idx for _, _, idx in named]),
     )
-    path = cache_root() / "copies" / f"index-{key}.pt"
-    if use_cache and path.exists():
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            return TrainIndex(d["fourier"], d["pooled"], res, shift), True
-        except (OSError, RuntimeError, KeyError):
-            pass  # unreadable cache: rebuild
-    desc = _Descriptors(res, shift)
-    four, pool = [], []
-    for s in range(0, len(train_images), 8192):
-        x = canonical(train_images[s : s + 8192], device)
-        four.append(desc.fourier(x).half().cpu())
-        pool.append(desc.pooled(x).half().cpu())
-    idx = TrainIndex(torch.cat(four), torch.cat(pool), res, shift)
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"fourier": idx.fourier, "pooled": idx.pooled}, tmp)
-        tmp.replace(path)
-    return idx, False
 
 
-# -- search ---------------------------------------------------------------------------
 @dataclass
-class Matches:
-    ncc1: torch.Tensor  # N: best |NCC| to a training image
-    ncc2: torch.Tensor  # N: best |NCC| to any other training image
-    index: torch.Tensor  # N: position of the best match in the training set
-    transform: list[str]  # N: how the training image was edited to give the query
+class PoolIndex:
+    """What every query reuses: the descriptor, its pool embeddings and cells, the pixel index."""
 
-    @property
-    def distance(self) -> torch.Tensor:
-        return (1 - self.ncc1).clamp_min(0)
-
-    @property
-    def ratio(self) -> torch.Tensor:
-        return self.distance / (1 - self.ncc2).clamp_min(1e-6)
+    net: descriptor.CopyNet
+    net_info: dict[str, Any]
+    emb: torch.Tensor  # M x dim
+    centroids: torch.Tensor  # k x dim, over the training split
+    pixel: ncc.TrainIndex
+    cached: dict[str, bool]
+    net_sha: str = ""  # the descriptor's weights: cached statistics are keyed by it
 
 
-def _topk_similar(
-    queries: torch.Tensor, base: torch.Tensor, k: int, *, chunk: int, absolute: bool
-) -> torch.Tensor:
-    """queries N x V x D, base M x D -> N x k base positions with the highest similarity
-    (max over the V variants), exact, in blocks of ``chunk`` base rows."""
-    n, k = len(queries), min(k, len(base))
-    best_v = torch.full((n, k), -math.inf, device=queries.device)
-    best_i = torch.zeros((n, k), dtype=torch.long, device=queries.device)
-    q = queries.to(torch.bfloat16 if queries.device.type == "cuda" else torch.float32)
-    for s in range(0, len(base), chunk):
-        b = base[s : s + chunk].to(device=q.device, dtype=q.dtype)
-        sim = torch.einsum("nvd,md->nvm", q, b).float()
-        # max |x| as max(max x, -min x): two reductions instead of a copy (same values).
-        sim = torch.maximum(sim.amax(1), sim.amin(1).neg_()) if absolute else sim.amax(1)
-        v, i = torch.cat([best_v, sim], 1).topk(k, 1)
-        best_i = torch.cat([best_i, torch.arange(s, s + len(b), device=q.device).expand(n, -1)], 1)
-        best_i = best_i.gather(1, i)
-        best_v = v
-    return best_i
+def build_pool_index(
+    pool: Pool, settings: CopySettings, *, describe: dict[str, Any], device: torch.device, k: int
+) -> PoolIndex:
+    train = pool.images[pool.train_slice()]
+    net, info = descriptor.get_descriptor(
+        train, describe=describe, device=device, settings=settings.descriptor
+    )
+    net_sha = sha256_tensor(
+        torch.cat([p.detach().float().flatten() for p in net.state_dict().values()])
+    )
+    key = key_digest({"v": VERSION, "net": net_sha, "pool": sha256_tensor(pool.images), "k": k})
+    path = cache_root() / "copies" / f"pool-{key}.pt"
+    hit = path.is_file()
+    emb = cent = None
+    if hit:
+        try:
+            d = load_torch(path)
+            emb, cent = d["emb"].float(), d["centroids"].float()
+        except (OSError, RuntimeError, KeyError):
+            hit = False
+    if emb is None or cent is None:
+        emb = descriptor.embed(net, pool.images, settings=settings.descriptor, device=device)
+        cent = datacopy.kmeans(emb[pool.train_slice()], k).cpu()
+        save_torch(path, {"emb": emb.half(), "centroids": cent})
+        emb = emb.half().float()  # the same values warm and cold
+    pixel, pix_hit = ncc.build_index(pool.images, settings.search(), device=device)
+    return PoolIndex(
+        net,
+        info,
+        emb,
+        cent,
+        pixel,
+        {"descriptor": bool(info.get("cached")), "pool": hit, "pixel": pix_hit},
+        net_sha,
+    )
 
 
-def _window_sums(x: torch.Tensor, h: int) -> torch.Tensor:
-    """Sums over every h x h window (stride 1) from an integral image, in float64 so that
-    the variance s2 - s1^2/d does not cancel: far cheaper than an h x h average pool."""
-    c = F.pad(x.double(), (1, 0, 1, 0)).cumsum(-1).cumsum(-2)
-    s = c[..., h:, h:] - c[..., :-h, h:] - c[..., h:, :-h] + c[..., :-h, :-h]
-    return s.to(x.dtype)
+# -- statistics of a query set ----------------------------------------------------------
+@dataclass
+class QueryStats:
+    stats: dict[str, torch.Tensor]  # name -> N (lower = more like a copy)
+    desc_index: torch.Tensor  # N: nearest pool image in descriptor space
+    ncc: ncc.Matches
+    mix: mixes.MixMatches
+    train_dist: torch.Tensor  # N: descriptor distance to the nearest *training* image
+    cell: torch.Tensor  # N: C_T cell
+
+    def pack(self) -> dict[str, Any]:
+        return {
+            "stats": self.stats,
+            "desc_index": self.desc_index,
+            "ncc": {
+                "ncc1": self.ncc.ncc1,
+                "ncc2": self.ncc.ncc2,
+                "index": self.ncc.index,
+                "transform": list(self.ncc.transform),
+            },
+            "mix": asdict(self.mix),
+            "train_dist": self.train_dist,
+            "cell": self.cell,
+        }
+
+    @staticmethod
+    def unpack(d: dict[str, Any]) -> QueryStats:
+        n = d["ncc"]
+        return QueryStats(
+            dict(d["stats"]),
+            d["desc_index"],
+            ncc.Matches(n["ncc1"], n["ncc2"], n["index"], list(n["transform"])),
+            mixes.MixMatches(**d["mix"]),
+            d["train_dist"],
+            d["cell"],
+        )
 
 
-def _verify(
-    qx: torch.Tensor, cand: torch.Tensor, train_images: torch.Tensor, shift: int
+def _nearest(
+    q: torch.Tensor, base: torch.Tensor, k: int, exclude: torch.Tensor | None, *, chunk: int = 16384
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact |NCC| of each query's centre crop (8 variants) with every window of each
-    candidate. Returns (N x K best |NCC|, N x K code = variant * W^2 * 2 + offset * 2 + sign)."""
-    n, k = cand.shape
-    res = qx.shape[-1]
-    m = shift + 1 if shift else 0  # +1: the blur mixes a shifted copy's fill into the edge row
-    h = res - 2 * m
-    q = _standardize(_crop(dihedral(qx), m).reshape(n, 8, -1)).reshape(n * 8, 1, h, h)
-    t = canonical(train_images[cand.T.reshape(-1).cpu()], qx.device).reshape(k, n, res, res)
-    num = F.conv2d(t, q, groups=n)  # k x n*8 x W x W
-    d = h * h
-    s1, s2 = _window_sums(t, h), _window_sums(t * t, h)
-    den = (s2 - s1 * s1 / d).clamp_min(1e-8).sqrt()  # k x n x W x W
-    w = num.shape[-1]
-    ncc = num.reshape(k, n, 8, w, w) / den[:, :, None]
-    flat = ncc.permute(1, 0, 2, 3, 4).reshape(n, k, -1)  # n x k x (8 * W * W)
-    best, where = flat.abs().max(2)
-    sign = (flat.gather(2, where[..., None])[..., 0] < 0).long()
-    return best, where * 2 + sign
+    """Exact top-k cosine similarity of unit vectors, in blocks; ``exclude``: a position per query."""
+    n = len(q)
+    best_v = torch.full((n, k), -2.0)
+    best_i = torch.zeros((n, k), dtype=torch.long)
+    for s in range(0, len(base), chunk):
+        sim = q @ base[s : s + chunk].T
+        pos = torch.arange(s, s + sim.shape[1])
+        if exclude is not None:
+            sim = torch.where(pos[None] == exclude[:, None], -2.0, sim)
+        v, i = torch.cat([best_v, sim], 1).topk(k, 1)
+        best_i = torch.cat([best_i, pos.expand(n, -1)], 1).gather(1, i)
+        best_v = v
+    return best_v, best_i
 
 
-def _describe_code(code: int, shift: int, res: int) -> str:
-    m = shift + 1 if shift else 0
-    w = 2 * m + 1
-    sign, rest = code % 2, code // 2
-    variant, off = divmod(rest, w * w)
-    oy, ox = divmod(off, w)
-    # The query's crop starts at m; it matched the training window at (oy, ox).
-    dy, dx = m - oy, m - ox
-    parts = [TRANSFORMS[variant]] if variant else []
-    if dy or dx:
-        parts.append(f"shift ({dy:+d}, {dx:+d}) px")
-    if sign:
-        parts.append("inverted")
-    return ", ".join(parts) or "identity"
-
-
-def match(
-    queries: torch.Tensor,
-    train_images: torch.Tensor,
-    index: TrainIndex,
+def query_stats(
+    images: torch.Tensor,
+    pool: Pool,
+    index: PoolIndex,
     settings: CopySettings,
     *,
     device: torch.device,
-    batch: int = 64,
-) -> Matches:
-    """Best and second-best training image of each uint8 query image (whole training set)."""
-    desc = _Descriptors(index.resolution, index.shift)
-    four_base = index.fourier.to(device)
-    pool_base = index.pooled.to(device)
-    out1, out2, outi, codes = [], [], [], []
-    for s in range(0, len(queries), batch):
-        qx = canonical(queries[s : s + batch], device)
-        var = dihedral(qx)  # n x 8 x 1 x H x W
-        a = _topk_similar(
-            desc.fourier(var),
-            four_base,
-            settings.candidates,
-            chunk=settings.chunk_for(qx.device),
-            absolute=False,
-        )
-        pooled = torch.cat(
-            [desc.pooled(var, dy, dx) for dy in desc.offsets for dx in desc.offsets], 1
-        )
-        b = _topk_similar(
-            pooled,
-            pool_base,
-            settings.spatial_candidates,
-            chunk=settings.chunk_for(qx.device),
-            absolute=True,
-        )
-        cand = torch.cat([a, b], 1)
-        ncc, code = _verify(qx, cand, train_images, index.shift)
-        # A training image found by both descriptors counts once (else it is its own runner-up).
-        cs, order = cand.sort(1)
-        dup = torch.zeros_like(cs, dtype=torch.bool)
-        dup[:, 1:] = cs[:, 1:] == cs[:, :-1]
-        ncc = ncc.scatter(1, order, torch.where(dup, -1.0, ncc.gather(1, order)))
-        top, pos = ncc.topk(min(2, ncc.shape[1]), 1)
-        out1.append(top[:, 0].cpu())
-        out2.append((top[:, 1] if top.shape[1] > 1 else torch.zeros_like(top[:, 0])).cpu())
-        outi.append(cand.gather(1, pos[:, :1])[:, 0].cpu())
-        codes += code.gather(1, pos[:, :1])[:, 0].tolist()
-    return Matches(
-        torch.cat(out1).double(),
-        torch.cat(out2).double(),
-        torch.cat(outi),
-        [_describe_code(c, index.shift, index.resolution) for c in codes],
+    exclude: torch.Tensor | None = None,
+) -> QueryStats:
+    """All six statistics of uint8 query images (``exclude``: each query's own pool position)."""
+    q = descriptor.embed(index.net, images, settings=settings.descriptor, device=device)
+    q = q.half().float()  # the pool's precision: a copy's distance is then exactly 0
+    k = min(settings.neighbours, len(pool.images))
+    sim, near = _nearest(q, index.emb, k, exclude)
+    d1 = (1 - sim[:, 0]).clamp_min(0).double()
+    d2 = (1 - sim[:, 1]).clamp_min(1e-6).double() if k > 1 else torch.ones_like(d1)
+    m = ncc.match(
+        images,
+        pool.images,
+        index.pixel,
+        settings.search(),
+        device=device,
+        extra=near,
+        exclude=exclude,
+    )
+    mx = mixes.match_mixes(
+        images, pool.images, device=device, first_parents=near[:, :4], exclude=exclude
+    )
+    tr = pool.train_slice()
+    tsim, _ = _nearest(q, index.emb[tr], 1, None)
+    return QueryStats(
+        {
+            "desc_d": d1,
+            "desc_ratio": d1 / d2,
+            "ncc_d": m.distance,
+            "ncc_ratio": m.ratio,
+            "half_d": mx.half_d,
+            "blend_d": mx.blend_d,
+        },
+        near[:, 0],
+        m,
+        mx,
+        (1 - tsim[:, 0]).clamp_min(0).double(),
+        datacopy.assign_cells(q, index.centroids),
     )
 
 
 # -- calibration and the verdict ------------------------------------------------------------
 @dataclass
 class Calibration:
-    distance: float  # d1 threshold
-    ratio: float  # d1/d2 threshold
+    thresholds: dict[str, float]
     n: int
 
-    def flags(self, m: Matches) -> torch.Tensor:
-        return (m.distance < self.distance) | (m.ratio < self.ratio)
+    def caught(self, s: QueryStats) -> dict[str, torch.Tensor]:
+        return {k: s.stats[k] < t for k, t in self.thresholds.items()}
+
+    def flags(self, s: QueryStats) -> torch.Tensor:
+        c = list(self.caught(s).values())
+        out = torch.zeros_like(c[0])
+        for x in c:
+            out |= x
+        return out
 
 
-def calibrate(held: Matches, alpha: float) -> Calibration:
-    """Thresholds at the alpha/2 quantile of each statistic over held-out real images."""
-    q = alpha / 2
+def calibrate(held: QueryStats, alpha: float) -> Calibration:
+    """Thresholds at the alpha/6 quantile of each statistic over fresh held-out images."""
+    q = alpha / len(STATS)
     return Calibration(
-        float(torch.quantile(held.distance, q)),
-        float(torch.quantile(held.ratio, q)),
-        len(held.ncc1),
+        {k: float(torch.quantile(held.stats[k].double(), q)) for k in STATS},
+        len(held.train_dist),
     )
 
 
@@ -376,61 +332,122 @@ def excess_p_value(k: int, n: int, k_ref: int, n_ref: int) -> float:
 
 
 def verdict(
-    gen: Matches, cal: Calibration, check: Matches, settings: CopySettings
+    gen: QueryStats,
+    cal: Calibration,
+    check: QueryStats,
+    fresh: QueryStats,
+    settings: CopySettings,
+    *,
+    k: int,
 ) -> dict[str, Any]:
     flags = cal.flags(gen)
-    k, n = int(flags.sum()), len(flags)
-    kc, nc = int(cal.flags(check).sum()), len(check.ncc1)
-    p = excess_p_value(k, n, kc, nc)
-    lo, hi = wilson(k, n)
+    n = len(flags)
+    kk = int(flags.sum())
+    kc, nc = int(cal.flags(check).sum()), len(check.train_dist)
+    p = excess_p_value(kk, n, kc, nc)
+    lo, hi = wilson(kk, n)
     hlo, hhi = wilson(kc, nc)
+    caught = cal.caught(gen)
+    stages: dict[str, int] = {}
+    for name, hit in caught.items():
+        stages[STAGE[name]] = stages.get(STAGE[name], 0) + int(hit.sum())
+    ct = datacopy.c_t_test(
+        gen.train_dist,
+        gen.cell,
+        fresh.train_dist,
+        fresh.cell,
+        k=k,
+        min_per_cell=settings.min_per_cell,
+        flag_p=settings.flag_p,
+    )
+    per_sample = bool(p < settings.flag_p and kk > 0)
     return {
-        "rate": k / n if n else None,
+        "rate": kk / n if n else None,
         "rate_ci95": [lo, hi],
-        "n_copies": k,
+        "n_copies": kk,
         "n_samples": n,
         "heldout_rate": kc / nc if nc else None,
         "heldout_rate_ci95": [hlo, hhi],
         "n_heldout_check": nc,
         "n_heldout_calibration": cal.n,
         "p_value": p,
-        "flagged": bool(p < settings.flag_p and k > 0),
-        "thresholds": {"distance": cal.distance, "ratio": cal.ratio},
+        "flagged": per_sample or bool(ct["flagged"]),
+        "flagged_by": [x for x, on in (("per-sample", per_sample), ("C_T", ct["flagged"])) if on],
+        "caught_by_stage": stages,
+        "thresholds": cal.thresholds,
+        "c_t": ct,
+        "median_train_distance": {
+            "samples": float(gen.train_dist.median()) if n else None,
+            "fresh": float(fresh.train_dist.median()) if len(fresh.train_dist) else None,
+        },
+    }
+
+
+def _concat(a: QueryStats, b: QueryStats) -> QueryStats:
+    return QueryStats(
+        {k: torch.cat([a.stats[k], b.stats[k]]) for k in STATS},
+        torch.cat([a.desc_index, b.desc_index]),
+        a.ncc,  # not used for the fresh union
+        a.mix,
+        torch.cat([a.train_dist, b.train_dist]),
+        torch.cat([a.cell, b.cell]),
+    )
+
+
+# -- files a person reads ---------------------------------------------------------------------
+def _pair_record(i: int, gen: QueryStats, cal: Calibration, pool: Pool) -> dict[str, Any]:
+    caught = [k for k, hit in cal.caught(gen).items() if bool(hit[i])]
+    stage = STAGE[caught[0]] if caught else None
+    if stage == "descriptor":
+        pos, how = int(gen.desc_index[i]), "learned descriptor"
+    elif stage == "mosaic":
+        pos, how = int(gen.mix.half_index[i]), f"{gen.mix.half_region[i]} half"
+    elif stage == "blend":
+        pos, how = (
+            int(gen.mix.blend_pair[i, 0]),
+            "blend with " + "{} #{}".format(*pool.origin(int(gen.mix.blend_pair[i, 1]))),
+        )
+    else:
+        pos, how = int(gen.ncc.index[i]), gen.ncc.transform[i]
+    split, src = pool.origin(pos)
+    return {
+        "sample": i,
+        "split": split,
+        "source_index": src,
+        "pool_index": pos,
+        "transform": how,
+        "ncc": round(float(gen.ncc.ncc1[i]), 5),
+        "desc_d": round(float(gen.stats["desc_d"][i]), 5),
+        "copy": bool(caught),
+        "caught_by": sorted({STAGE[c] for c in caught}),
     }
 
 
 def save_pairs(
     gen_images: torch.Tensor,
-    train_images: torch.Tensor,
-    gen: Matches,
-    flags: torch.Tensor,
-    train_source_index: torch.Tensor,
+    gen: QueryStats,
+    cal: Calibration,
+    pool: Pool,
     out_dir: Path,
     *,
     top_k: int = 8,
 ) -> list[dict[str, Any]]:
     """copies.json (every sample's best match) and copies.png (the closest pairs:
-    sample | training image, flagged ones first)."""
+    sample | pool image, copies first)."""
     from genbench.images import save_grid
+    from genbench.utils.files import write_json
 
-    order = sorted(range(len(flags)), key=lambda i: (not bool(flags[i]), float(gen.distance[i])))
-    pairs = [
-        {
-            "sample": i,
-            "train_index": int(train_source_index[gen.index[i]]),
-            "transform": gen.transform[i],
-            "ncc": round(float(gen.ncc1[i]), 5),
-            "ratio": round(float(gen.ratio[i]), 5),
-            "copy": bool(flags[i]),
-        }
-        for i in order
-    ]
+    flags = cal.flags(gen)
+    order = sorted(
+        range(len(flags)), key=lambda i: (not bool(flags[i]), float(gen.ncc.distance[i]))
+    )
+    pairs = [_pair_record(i, gen, cal, pool) for i in order]
     write_json(out_dir / "copies.json", {"definition": DEFINITION, "pairs": pairs})
-    shown = order[:top_k]
+    shown = pairs[:top_k]
     if shown:
         rows = []
-        for i in shown:
-            a, b = gen_images[i], train_images[gen.index[i]]
+        for p in shown:
+            a, b = gen_images[p["sample"]], pool.images[p["pool_index"]]
             if a.shape[0] != b.shape[0]:
                 a, b = a.expand(3, -1, -1) if a.shape[0] == 1 else a, b.expand(3, -1, -1)
             rows += [a, b]
@@ -439,128 +456,105 @@ def save_pairs(
             f = 64 // grid.shape[-1]
             grid = grid.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2)
         save_grid(grid, out_dir / "copies.png", nrow=2)
-    return pairs[: min(top_k, len(pairs))]
+    return shown
+
+
+# -- the audit ------------------------------------------------------------------------------
+@dataclass
+class FreshSets:
+    """Fresh real images (never trained on) for calibration and the check, with their
+    pool positions (a fresh image never matches itself) and where they came from."""
+
+    calibration: torch.Tensor
+    calibration_pos: torch.Tensor
+    check: torch.Tensor
+    check_pos: torch.Tensor
+    source: str
+
+
+def cells_for(n_samples: int, n_fresh: int, min_per_cell: int) -> int:
+    """C_T cells: as many as keep about 2.5 x min_per_cell samples and fresh images in each."""
+    return max(1, min(50, min(n_samples, n_fresh) // int(2.5 * min_per_cell)))
+
+
+def _fresh_stats(
+    fresh: FreshSets,
+    pool: Pool,
+    index: PoolIndex,
+    settings: CopySettings,
+    *,
+    device: torch.device,
+) -> tuple[QueryStats, QueryStats, bool]:
+    """The calibration and check sets' statistics, cached: they are the same for every run."""
+    key = key_digest(
+        {
+            "v": VERSION,
+            "pool": sha256_tensor(pool.images),
+            "net": index.net_sha,
+            "centroids": sha256_tensor(index.centroids),
+            "cal": sha256_tensor(fresh.calibration_pos),
+            "check": sha256_tensor(fresh.check_pos),
+            "settings": settings.result_key(),
+        }
+    )
+    path = cache_root() / "copies" / f"fresh-{key}.pt"
+    if path.is_file():
+        try:
+            d = load_torch(path)
+            return QueryStats.unpack(d["cal"]), QueryStats.unpack(d["check"]), True
+        except (OSError, RuntimeError, KeyError, TypeError):
+            pass
+    cal = query_stats(
+        fresh.calibration, pool, index, settings, device=device, exclude=fresh.calibration_pos
+    )
+    chk = query_stats(fresh.check, pool, index, settings, device=device, exclude=fresh.check_pos)
+    save_torch(path, {"cal": cal.pack(), "check": chk.pack()})
+    return cal, chk, False
 
 
 def copy_audit(
     gen_images: torch.Tensor,
     *,
-    train_images: torch.Tensor,
-    train_source_index: torch.Tensor,
-    calibration_images: torch.Tensor,
-    check_images: torch.Tensor,
+    pool: Pool,
+    fresh: FreshSets,
     settings: CopySettings,
     device: torch.device,
+    describe: dict[str, Any],
+    exclude: torch.Tensor | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The copy audit of one image set (see the module docstring)."""
+    """The copy audit of one image set (see the module docstring). ``exclude``: each
+    image's own pool position when the set is real images from the pool (the real-data row)."""
     t0 = time.perf_counter()
-    index, hit = build_index(train_images, settings, device=device)
+    n_fresh = len(fresh.calibration) + len(fresh.check)
+    k = cells_for(len(gen_images), n_fresh, settings.min_per_cell)
+    index = build_pool_index(pool, settings, describe=describe, device=device, k=k)
     t_index = time.perf_counter() - t0
-    held, t_held, held_hit = _heldout_matches(
-        train_images, calibration_images, check_images, index, settings, device=device
-    )
     t1 = time.perf_counter()
-    gen = match(gen_images, train_images, index, settings, device=device)
-    t_gen = time.perf_counter() - t1
-    cal = calibrate(held[0], settings.alpha)
-    out = verdict(gen, cal, held[1], settings)
-    flags = cal.flags(gen)
+    cal, chk, fresh_hit = _fresh_stats(fresh, pool, index, settings, device=device)
+    t_fresh = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    gen = query_stats(gen_images, pool, index, settings, device=device, exclude=exclude)
+    t_gen = time.perf_counter() - t2
+    calib = calibrate(cal, settings.alpha)
+    out = verdict(gen, calib, chk, _concat(cal, chk), settings, k=k)
     out.update(
         definition=DEFINITION,
         method=f"copies v{VERSION}",
         settings=settings.to_dict(),
-        shift_searched=index.shift,
-        n_train=len(train_images),
-        transforms=list(TRANSFORMS),
-        median_ncc_samples=float(gen.ncc1.median()) if len(gen.ncc1) else None,
-        median_ncc_heldout=float(held[1].ncc1.median()) if len(held[1].ncc1) else None,
+        shift_searched=index.pixel.shift,
+        pool={name: b - a for name, a, b in pool.parts},
+        fresh_source=fresh.source,
+        transforms=list(ncc.TRANSFORMS),
+        descriptor={**index.net_info, "dim": settings.descriptor.dim},
         seconds={
             "index": round(t_index, 2),
-            "heldout": round(t_held, 2),
+            "fresh": round(t_fresh, 2),
             "samples": round(t_gen, 2),
-            "index_cached": hit,
-            "heldout_cached": held_hit,
+            "cached": {**index.cached, "fresh": fresh_hit},
         },
     )
     if out_dir is not None:
-        out["pairs"] = save_pairs(gen_images, train_images, gen, flags, train_source_index, out_dir)
+        out["pairs"] = save_pairs(gen_images, gen, calib, pool, out_dir)
         out["image"] = "copies.png"
     return out
-
-
-def _heldout_matches(
-    train_images: torch.Tensor,
-    calibration_images: torch.Tensor,
-    check_images: torch.Tensor,
-    index: TrainIndex,
-    settings: CopySettings,
-    *,
-    device: torch.device,
-) -> tuple[tuple[Matches, Matches], float, bool]:
-    """The calibration and check sets' matches, cached: they are the same for every run."""
-    t0 = time.perf_counter()
-    key = key_digest(
-        {
-            "v": VERSION,
-            "train": sha256_tensor(train_images),
-            "cal": sha256_tensor(calibration_images),
-            "check": sha256_tensor(check_images),
-            # Block sizes change no match: a key without them survives tuning them.
-            "settings": {
-                k: v for k, v in settings.to_dict().items() if k not in ("chunk", "cpu_chunk")
-            },
-        }
-    )
-    path = cache_root() / "copies" / f"heldout-{key}.pt"
-    if path.exists():
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            return (
-                (_unpack(d["cal"]), _unpack(d["check"])),
-                time.perf_counter() - t0,
-                True,
-            )
-        except (OSError, RuntimeError, KeyError):
-            pass
-    cal = match(calibration_images, train_images, index, settings, device=device)
-    chk = match(check_images, train_images, index, settings, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"cal": _pack(cal), "check": _pack(chk)}, tmp)
-    tmp.replace(path)
-    return (cal, chk), time.perf_counter() - t0, False
-
-
-def _pack(m: Matches) -> dict[str, Any]:
-    return {"ncc1": m.ncc1, "ncc2": m.ncc2, "index": m.index, "transform": list(m.transform)}
-
-
-def _unpack(d: dict[str, Any]) -> Matches:
-    return Matches(d["ncc1"], d["ncc2"], d["index"], list(d["transform"]))
-
-
-def copies_unit(x: UnitInputs) -> UnitResult:
-    """Every sample against the whole training split, calibrated on held-out images."""
-    cfg = x.metrics_cfg
-    parts = x.parts
-    if len(parts.calibration) < 2 or len(parts.check) < 1:
-        why = "too few held-out images left after the reference to calibrate the audit"
-        return UnitResult(
-            unavailable={"copy_rate": why},
-            scores={"copy_rate": None},
-            blocks={"copies": {"rate": None, "flagged": False, "unavailable": why}},
-        )
-    audit = copy_audit(
-        x.images,
-        train_images=x.bundle.train.images,
-        train_source_index=x.bundle.train.source_index,
-        calibration_images=parts.calibration.images,
-        check_images=parts.check.images,
-        settings=CopySettings(
-            max_shift=cfg.copy_max_shift, alpha=cfg.copy_alpha, flag_p=cfg.copy_flag_p
-        ),
-        device=x.device,
-        out_dir=x.out_dir,
-    )
-    return UnitResult(scores={"copy_rate": audit["rate"]}, blocks={"copies": audit})

@@ -4,7 +4,9 @@ inputs (:mod:`genbench.metrics.units`) can name the type without importing scori
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import torch
 
 from genbench.data import ImageSet
 
@@ -19,3 +21,5 @@ class HeldoutParts:
     calibration: ImageSet
     check: ImageSet
     notes: list[str]
+    # Each part's positions in the held-out split (the copy audit's pool holds all of it).
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -232,11 +232,14 @@ for _u in (
     ),
     MetricUnit(
         "copies",
-        "genbench.metrics.copies:copies_unit",
+        "genbench.metrics.audit:copies_unit",
         (Column("copy_rate", "copy rate", "lower"),),
         switch="memorization",
-        description="copy audit: every sample against the whole training split",
-        progress="copy audit (whole training split)",
+        description=(
+            "copy audit: every sample against the training, validation and held-out images "
+            "(learned descriptor, pixel NCC, mosaics, blends) and the C_T data-copying test"
+        ),
+        progress="copy audit (training, validation and held-out images)",
     ),
     MetricUnit(
         "bootstrap",

@@ -102,7 +102,11 @@ def heldout_parts(
     def take(idx: torch.Tensor) -> ImageSet:
         return holdout.subset(idx.sort().values)
 
-    return HeldoutParts(take(ref_idx), take(parts[0]), take(parts[1]), take(parts[2]), notes)
+    names = ("reference", "real", "calibration", "check")
+    positions = {k: v.sort().values for k, v in zip(names, [ref_idx, *parts], strict=True)}
+    return HeldoutParts(
+        take(ref_idx), take(parts[0]), take(parts[1]), take(parts[2]), notes, positions
+    )
 
 
 def settings_from(cfg: MetricsConfig) -> FidelitySettings:
@@ -161,6 +165,7 @@ def score_images(
     out_dir: Path | None = None,
     label: str = "samples",
     features: dict[str, torch.Tensor] | None = None,
+    heldout_positions: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Score uint8 images against a seeded subset of ``n_ref`` held-out images.
 
@@ -189,6 +194,7 @@ def score_images(
         settings=settings_from(metrics_cfg),
         device=device,
         out_dir=out_dir,
+        heldout_positions=heldout_positions,
     )
     selected = units.selected(metrics_cfg)
     _features(job, x, selected, reporter=reporter, label=label, features=features)
@@ -489,7 +495,8 @@ def score_real_data(
     t0 = time.perf_counter()
     n = cfg.sample.n
     n_ref = cfg.metrics.n_ref or n
-    real = heldout_parts(bundle.holdout, n_ref=n_ref, n=n).real
+    parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
+    real = parts.real
     if len(real) < n:
         reporter.warn(f"real-data row: only {len(real)} held-out images left for N = {n}")
     with reporter.phase("real data: features", total=len(real)) as tick:
@@ -515,6 +522,7 @@ def score_real_data(
         sampling={"sampler": "real-data", "nfe": 0},
         out_dir=rd,
         label="real data",
+        heldout_positions=parts.positions["real"],  # the audit must not match them to themselves
     )
     metrics = _real_metrics(rd, cfg, bundle, real, res)
     metrics["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}

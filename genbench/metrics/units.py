@@ -75,6 +75,9 @@ class UnitInputs:
     settings: FidelitySettings
     device: torch.device
     out_dir: Path | None = None  # where units write their files (copies.json, ...)
+    # When the scored images are held-out images themselves (the real-data row): their
+    # positions in the held-out split, so the copy audit does not match them to themselves.
+    heldout_positions: torch.Tensor | None = None
 
     def features(self, space: str) -> tuple[dict[str, Any], dict[str, Any], ExtractorChoice]:
         """(samples' features, reference features, extractor) of one space."""

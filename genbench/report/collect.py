@@ -175,6 +175,9 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
         "run_id": rec.run_id,
         "error": rec.error,
         "protocol": rec.fingerprint,
+        # Made from training images at sampling time, by the model's own declaration: ranked
+        # in a group of its own, its copy audit stated rather than a flag.
+        "derived": bool(m.get("derived_from_training")),
     }
     if "parameters_total" in m:
         row["params_m"] = _num(m["parameters_total"] / 1e6)
@@ -212,6 +215,7 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
     cp = m.get("copies")
     if isinstance(cp, dict):
         row["flagged"] = bool(cp.get("flagged"))
+        row["copy_flagged_by"] = ", ".join(cp.get("flagged_by") or [])
         ci = cp.get("rate_ci95")
         if isinstance(ci, (list, tuple)) and len(ci) == 2:
             row["copy_rate_ci95_lo"], row["copy_rate_ci95_hi"] = _num(ci[0]), _num(ci[1])

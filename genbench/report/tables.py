@@ -185,16 +185,18 @@ class Group:
     n: int | None = None  # generated samples per run (the protocol's N)
     lead: str = "fid"  # the metric the group is ranked on: KID at small N
     separation: dict[str, Any] = field(default_factory=dict)  # metric -> matrix (verdict.py)
+    derived: bool = False  # models that make samples from training images, ranked apart
 
     @property
-    def key(self) -> tuple[str, str]:
-        return self.experiment, self.fingerprint
+    def key(self) -> tuple[str, str, bool]:
+        return self.experiment, self.fingerprint, self.derived
 
     @property
     def title(self) -> str:
         if not self.fingerprint:
             return f"{self.experiment}: not scored"
-        return f"{self.experiment}: protocol {self.fingerprint}"
+        extra = ", derived from training images (by design)" if self.derived else ""
+        return f"{self.experiment}: protocol {self.fingerprint}{extra}"
 
 
 @dataclass
@@ -210,7 +212,10 @@ class Summary:
         if t.empty:
             return t
         sel = (t["row"] == kind) & (t["experiment"] == group.experiment)
-        return t[sel & (t["protocol"] == group.fingerprint)]
+        sel &= t["protocol"] == group.fingerprint
+        if kind != "real" and "derived" in t:  # the real-data floor is every group's
+            sel &= t["derived"].map(is_true) == group.derived
+        return t[sel]
 
     def for_json(self) -> dict[str, Any]:
         return {
@@ -229,6 +234,7 @@ class Summary:
                     "n": g.n,
                     "lead_metric": g.lead,
                     "separation": g.separation,
+                    "derived_from_training": g.derived,
                 }
                 for g in self.groups
             ],
@@ -301,7 +307,8 @@ def summarize(records: list[RunRecord]) -> Summary:
             rec = records[i]
             runs.loc[i, "comparable"] = bool(comparable)
             runs.loc[i, "protocol_diff"] = "; ".join(reasons) if not comparable else ""
-            key = (exp, rec.fingerprint)
+            derived = not rec.is_real and verdict.is_derived(rec)
+            key = (exp, rec.fingerprint, derived)
             g = groups.get(key)
             if g is None:
                 proto = rec.metrics.get("protocol")
@@ -311,10 +318,12 @@ def summarize(records: list[RunRecord]) -> Summary:
                     protocol=_protocol_summary(proto) if isinstance(proto, dict) else {},
                     main=bool(comparable),
                     differences=[] if comparable else list(reasons),
+                    derived=derived,
                 )
             g.warnings = _dedupe([*g.warnings, *(rec.metrics.get("warnings") or [])])
     ordered = sorted(
-        groups.values(), key=lambda g: (g.experiment, not g.main, not g.fingerprint, g.fingerprint)
+        groups.values(),
+        key=lambda g: (g.experiment, not g.main, not g.fingerprint, g.fingerprint, g.derived),
     )
 
     parts = []
@@ -326,12 +335,14 @@ def summarize(records: list[RunRecord]) -> Summary:
         )
         members = runs[sel]
         real = members[members["row"] == "real"]
-        seeds = members[members["row"] == "run"]
+        seeds = members[(members["row"] == "run") & (members["derived"].map(is_true) == g.derived)]
         agg = _aggregate(seeds)
         real, agg, seeds = _judge(g, records, real, agg, seeds)
         agg = _rank(agg, lead=g.lead)
         _reorder_separation(g, agg)
-        parts += [real, agg, seeds.sort_values(["model", "variant", "seed"], kind="stable")]
+        # The real-data floor is listed once, with the group of models that sample from noise.
+        parts += [real if not g.derived else real.iloc[0:0], agg]
+        parts.append(seeds.sort_values(["model", "variant", "seed"], kind="stable"))
     # Unfinished runs were measured under no protocol: they belong to no group's table.
     parts.append(runs[~runs.index.isin(ok)].assign(protocol=None))
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
@@ -377,7 +388,9 @@ def _aggregate(seeds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _audit_text(flagged: bool, floor: bool) -> str:
+def _audit_text(flagged: bool, floor: bool, recs: list[RunRecord] | None = None) -> str:
+    if recs and all(verdict.is_derived(r) for r in recs):
+        return verdict.derived_text(recs)
     if flagged:
         return "flagged for copying training images"
     return verdict.FLOOR_MARK if floor else ""
@@ -410,7 +423,7 @@ def _judge(
             flagged = verdict.is_flagged(rec)
             floor = not rec.is_real and verdict.at_floor([rec], real_rec)
             row: dict[str, Any] = {"flagged": flagged, "at_floor": floor}
-            row["audit"] = _audit_text(flagged, floor)
+            row["audit"] = _audit_text(flagged, floor, [rec])
             _sampling_cols(row, [rec])
             rows.append(row)
         for k in ("flagged", "at_floor", "audit", *_SAMPLING_KEYS):
@@ -424,7 +437,8 @@ def _judge(
         recs = [records[int(i)] for i in seeds.index[sel]]
         flagged = any(verdict.is_flagged(r) for r in recs)
         floor = verdict.at_floor(recs, real_rec)
-        row = {"flagged": flagged, "at_floor": floor, "audit": _audit_text(flagged, floor)}
+        audit = _audit_text(flagged, floor, recs)
+        row = {"flagged": flagged, "at_floor": floor, "audit": audit}
         _sampling_cols(row, recs)
         one = seeds[sel].iloc[0] if len(recs) == 1 else None
         for k in ("copy_rate_ci95_lo", "copy_rate_ci95_hi"):
@@ -732,6 +746,10 @@ def headline(summary: Summary, group: Group) -> str:
                 model_label(r) + (f" (copy rate {fmt_value(rate)})" if not _missing(rate) else "")
             )
         text += ". Flagged for copying training images, not ranked: " + ", ".join(names)
+    if group.derived:
+        audits = [f"{model_label(r)}: {r['audit']}" for _, r in agg.iterrows() if r.get("audit")]
+        text = f"Ranked apart: {verdict.DERIVED_NOTE}. {text}"
+        text += (". " + "; ".join(audits)) if audits else ""
     return text + "."
 
 

@@ -22,6 +22,10 @@ SMALL_N = 2048
 COPY_MARK = "⚠copies"
 FLOOR_MARK = "at the real-data floor: check the copy audit"
 COPY_NOTE = "flagged for copying training images: never ranked or marked best"
+DERIVED_NOTE = (
+    "these models make each sample from training images at sampling time (they declare "
+    "it), so they are ranked apart from models that sample from noise"
+)
 SAMPLING_ONLY = "sampling only"
 BEATS = "beats"
 NOT_SEPARATED = "not separated"
@@ -35,8 +39,26 @@ def copies(rec: RunRecord) -> dict[str, Any]:
     return c if isinstance(c, dict) else {}
 
 
-def is_flagged(rec: RunRecord) -> bool:
+def is_derived(rec: RunRecord) -> bool:
+    """The model declares that it makes samples from training images (by design)."""
+    return bool(rec.metrics.get("derived_from_training"))
+
+
+def audit_found_copying(rec: RunRecord) -> bool:
     return bool(copies(rec).get("flagged"))
+
+
+def is_flagged(rec: RunRecord) -> bool:
+    """Flagged for copying: the audit found it and the model did not declare it. A declared
+    model is ranked in its own group, with the audit's finding stated (:data:`DERIVED_NOTE`)."""
+    return audit_found_copying(rec) and not is_derived(rec)
+
+
+def derived_text(recs: Sequence[RunRecord]) -> str:
+    found = any(audit_found_copying(r) for r in recs)
+    how = sorted({b for r in recs for b in (copies(r).get("flagged_by") or [])})
+    audit = f"copying detected ({', '.join(how)})" if found else "no copying detected"
+    return f"derived from training images (by design); copy audit: {audit}"
 
 
 def lead_metric(n: float | None) -> str:
