@@ -360,3 +360,40 @@ def test_declared_generator_is_ranked_in_its_own_group_with_its_audit_stated(cop
     md = (out_dir / "report" / "summary.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("Ranked apart") or "Ranked apart" in x)
     assert "declared-blend" in line and "dcgan" not in line
+
+
+def test_audit_calibrates_on_the_validation_slice_when_the_reference_uses_up_the_heldout(bundle):
+    """The `full` experiment's situation (N_ref = the whole test split), scaled down: the
+    audit still runs, on fresh validation images, and says so; never a null copy rate."""
+
+    class Used:
+        def __init__(self) -> None:
+            self.bundle = bundle
+            self.parts = scoring.heldout_parts(bundle.holdout, n_ref=len(bundle.holdout), n=40)
+
+    x = Used()
+    assert len(x.parts.calibration) == 0
+    pool = pool_of(x)
+    fresh = fresh_sets(x, pool, want=40)
+    assert fresh.source.startswith("validation slice")
+    v = copy_audit(
+        bundle.train.images[:40],
+        pool=pool,
+        fresh=fresh,
+        settings=SETTINGS,
+        device=CPU,
+        describe={"dataset": "digits-test"},
+    )
+    assert v["rate"] is not None and v["flagged"] and v["fresh_source"] == fresh.source
+
+
+def test_full_experiment_plan_audits_every_run():
+    from typer.testing import CliRunner
+
+    from genbench.cli import app
+
+    res = CliRunner().invoke(app, ["run", "-e", "full", "--dry-run"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    plans = [line for line in res.output.splitlines() if line.startswith("# copy audit")]
+    assert len(plans) == 12  # 4 models x 3 seeds
+    assert all("copy audit: on" in p and "validation slice's last 2 x 1000" in p for p in plans)

@@ -43,7 +43,9 @@ RATES: dict[str, dict[str, object]] = {}
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    cache = os.environ.get("GENBENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("fm-cache"))
+    # The descriptor (about two minutes to train here) and the pool's index are cached by
+    # content, so one cache serves every run of this file on a machine.
+    cache = os.environ.get("GENBENCH_TEST_CACHE") or str(Path.home() / ".cache" / "genbench-tests")
     mp.setenv("GENBENCH_CACHE", cache)
     try:
         bundle = load_data(DataConfig(source="fashion-mnist", resolution=32))

@@ -348,9 +348,11 @@ def verdict(
     lo, hi = wilson(kk, n)
     hlo, hhi = wilson(kc, nc)
     caught = cal.caught(gen)
-    stages: dict[str, int] = {}
-    for name, hit in caught.items():
-        stages[STAGE[name]] = stages.get(STAGE[name], 0) + int(hit.sum())
+    by_stage: dict[str, torch.Tensor] = {}
+    for name, hit in caught.items():  # samples each stage caught (by any of its statistics)
+        st = STAGE[name]
+        by_stage[st] = by_stage[st] | hit if st in by_stage else hit
+    stages = {st: int(hit.sum()) for st, hit in by_stage.items()}
     ct = datacopy.c_t_test(
         gen.train_dist,
         gen.cell,
