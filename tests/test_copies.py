@@ -11,8 +11,8 @@ from genbench import registry
 from genbench.config import DataConfig, MetricsConfig
 from genbench.data import load_data
 from genbench.metrics import datacopy, mixes, scoring
-from genbench.metrics.audit import fresh_sets, pool_of
-from genbench.metrics.copies import CopySettings, copy_audit, wilson
+from genbench.metrics.audit import copy_audit, fresh_sets, pool_of
+from genbench.metrics.copies import CopySettings, wilson
 from genbench.metrics.descriptor import DescriptorSettings, get_descriptor
 from genbench.runner import run_experiment
 from tests.conftest import FAST_AUDIT, tiny_experiment

@@ -21,16 +21,8 @@ from genbench.config import DataConfig
 from genbench.contract import Generator
 from genbench.data import load_data
 from genbench.metrics import edits, scoring
-from genbench.metrics.audit import fresh_sets, pool_of
-from genbench.metrics.copies import (
-    CopySettings,
-    _fresh_stats,
-    build_pool_index,
-    calibrate,
-    cells_for,
-    copy_audit,
-    query_stats,
-)
+from genbench.metrics.audit import cells_for, copy_audit, fresh_sets, fresh_stats, pool_of
+from genbench.metrics.copies import CopySettings, build_pool_index, calibrate, query_stats
 from genbench.utils.errors import DataError
 
 pytestmark = pytest.mark.slow
@@ -230,7 +222,7 @@ def test_adaptive_attacker_is_flagged(fashion):
     index = build_pool_index(
         pool, SETTINGS, describe={"dataset": "fashion-mnist", "resolution": 32}, device=CPU, k=k
     )
-    cal_stats, _, _ = _fresh_stats(fresh, pool, index, SETTINGS, device=CPU)
+    cal_stats, _, _ = fresh_stats(fresh, pool, index, SETTINGS, device=CPU)
     cal = calibrate(cal_stats, SETTINGS.alpha)
     gen = AdaptiveCopier(
         spec=bundle.spec,

@@ -1,15 +1,138 @@
-"""The copy audit as a metric unit: the pool and the fresh images from a scoring call's data."""
+"""The copy audit of one image set (:func:`copy_audit`) and as a metric unit: the pool of
+real images and the fresh images, from a scoring call's data."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from genbench.metrics.copies import CopySettings, FreshSets, Pool, copy_audit, make_pool
+from genbench.metrics.cache import cache_root, sha256_tensor
+from genbench.metrics.copies import (
+    DEFINITION,
+    VERSION,
+    CopySettings,
+    Pool,
+    PoolIndex,
+    QueryStats,
+    build_pool_index,
+    calibrate,
+    concat_stats,
+    make_pool,
+    query_stats,
+    save_pairs,
+    verdict,
+)
 from genbench.metrics.descriptor import DescriptorSettings
+from genbench.metrics.ncc import TRANSFORMS
 from genbench.metrics.protocol import split_description
 from genbench.metrics.units import UnitInputs, UnitResult
+from genbench.utils.files import load_torch, save_torch
+from genbench.utils.naming import digest as key_digest
+
+
+@dataclass
+class FreshSets:
+    """Fresh real images (never trained on) for calibration and the check, with their
+    pool positions (a fresh image never matches itself) and where they came from."""
+
+    calibration: torch.Tensor
+    calibration_pos: torch.Tensor
+    check: torch.Tensor
+    check_pos: torch.Tensor
+    source: str
+
+
+def cells_for(n_samples: int, n_fresh: int, min_per_cell: int) -> int:
+    """C_T cells: as many as keep about 2.5 x min_per_cell samples and fresh images in each."""
+    return max(1, min(50, min(n_samples, n_fresh) // int(2.5 * min_per_cell)))
+
+
+def fresh_stats(
+    fresh: FreshSets,
+    pool: Pool,
+    index: PoolIndex,
+    settings: CopySettings,
+    *,
+    device: torch.device,
+) -> tuple[QueryStats, QueryStats, bool]:
+    """The calibration and check sets' statistics, cached: they are the same for every run."""
+    key = key_digest(
+        {
+            "v": VERSION,
+            "pool": sha256_tensor(pool.images),
+            "net": index.net_sha,
+            "centroids": sha256_tensor(index.centroids),
+            "cal": sha256_tensor(fresh.calibration_pos),
+            "check": sha256_tensor(fresh.check_pos),
+            "settings": settings.result_key(),
+        }
+    )
+    path = cache_root() / "copies" / f"fresh-{key}.pt"
+    if path.is_file():
+        try:
+            d = load_torch(path)
+            return QueryStats.unpack(d["cal"]), QueryStats.unpack(d["check"]), True
+        except (OSError, RuntimeError, KeyError, TypeError):
+            pass
+    cal = query_stats(
+        fresh.calibration, pool, index, settings, device=device, exclude=fresh.calibration_pos
+    )
+    chk = query_stats(fresh.check, pool, index, settings, device=device, exclude=fresh.check_pos)
+    save_torch(path, {"cal": cal.pack(), "check": chk.pack()})
+    return cal, chk, False
+
+
+def copy_audit(
+    gen_images: torch.Tensor,
+    *,
+    pool: Pool,
+    fresh: FreshSets,
+    settings: CopySettings,
+    device: torch.device,
+    describe: dict[str, Any],
+    exclude: torch.Tensor | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The copy audit of one image set (see the module docstring). ``exclude``: each
+    image's own pool position when the set is real images from the pool (the real-data row)."""
+    t0 = time.perf_counter()
+    n_fresh = len(fresh.calibration) + len(fresh.check)
+    k = cells_for(len(gen_images), n_fresh, settings.min_per_cell)
+    index = build_pool_index(pool, settings, describe=describe, device=device, k=k)
+    t_index = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    cal, chk, fresh_hit = fresh_stats(fresh, pool, index, settings, device=device)
+    t_fresh = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    gen = query_stats(gen_images, pool, index, settings, device=device, exclude=exclude)
+    t_gen = time.perf_counter() - t2
+    calib = calibrate(cal, settings.alpha)
+    out = verdict(gen, calib, chk, concat_stats(cal, chk), settings, k=k)
+    out.update(
+        definition=DEFINITION,
+        method=f"copies v{VERSION}",
+        settings=settings.to_dict(),
+        shift_searched=index.pixel.shift,
+        pool={name: b - a for name, a, b in pool.parts},
+        fresh_source=fresh.source,
+        transforms=list(TRANSFORMS),
+        descriptor={**index.net_info, "dim": settings.descriptor.dim},
+        seconds={
+            "index": round(t_index, 2),
+            "fresh": round(t_fresh, 2),
+            "samples": round(t_gen, 2),
+            "cached": {**index.cached, "fresh": fresh_hit},
+        },
+    )
+    if out_dir is not None:
+        out["pairs"] = save_pairs(gen_images, gen, calib, pool, out_dir)
+        out["image"] = "copies.png"
+    return out
+
 
 #: Fewer fresh held-out images than this (each set) and the validation slice is used instead.
 MIN_FRESH = 200

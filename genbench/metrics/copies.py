@@ -35,7 +35,6 @@ says so.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,7 +384,8 @@ def verdict(
     }
 
 
-def _concat(a: QueryStats, b: QueryStats) -> QueryStats:
+def concat_stats(a: QueryStats, b: QueryStats) -> QueryStats:
+    """Two fresh sets as one (statistics, distances and cells; the matches are a's)."""
     return QueryStats(
         {k: torch.cat([a.stats[k], b.stats[k]]) for k in STATS},
         torch.cat([a.desc_index, b.desc_index]),
@@ -459,104 +459,3 @@ def save_pairs(
             grid = grid.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2)
         save_grid(grid, out_dir / "copies.png", nrow=2)
     return shown
-
-
-# -- the audit ------------------------------------------------------------------------------
-@dataclass
-class FreshSets:
-    """Fresh real images (never trained on) for calibration and the check, with their
-    pool positions (a fresh image never matches itself) and where they came from."""
-
-    calibration: torch.Tensor
-    calibration_pos: torch.Tensor
-    check: torch.Tensor
-    check_pos: torch.Tensor
-    source: str
-
-
-def cells_for(n_samples: int, n_fresh: int, min_per_cell: int) -> int:
-    """C_T cells: as many as keep about 2.5 x min_per_cell samples and fresh images in each."""
-    return max(1, min(50, min(n_samples, n_fresh) // int(2.5 * min_per_cell)))
-
-
-def _fresh_stats(
-    fresh: FreshSets,
-    pool: Pool,
-    index: PoolIndex,
-    settings: CopySettings,
-    *,
-    device: torch.device,
-) -> tuple[QueryStats, QueryStats, bool]:
-    """The calibration and check sets' statistics, cached: they are the same for every run."""
-    key = key_digest(
-        {
-            "v": VERSION,
-            "pool": sha256_tensor(pool.images),
-            "net": index.net_sha,
-            "centroids": sha256_tensor(index.centroids),
-            "cal": sha256_tensor(fresh.calibration_pos),
-            "check": sha256_tensor(fresh.check_pos),
-            "settings": settings.result_key(),
-        }
-    )
-    path = cache_root() / "copies" / f"fresh-{key}.pt"
-    if path.is_file():
-        try:
-            d = load_torch(path)
-            return QueryStats.unpack(d["cal"]), QueryStats.unpack(d["check"]), True
-        except (OSError, RuntimeError, KeyError, TypeError):
-            pass
-    cal = query_stats(
-        fresh.calibration, pool, index, settings, device=device, exclude=fresh.calibration_pos
-    )
-    chk = query_stats(fresh.check, pool, index, settings, device=device, exclude=fresh.check_pos)
-    save_torch(path, {"cal": cal.pack(), "check": chk.pack()})
-    return cal, chk, False
-
-
-def copy_audit(
-    gen_images: torch.Tensor,
-    *,
-    pool: Pool,
-    fresh: FreshSets,
-    settings: CopySettings,
-    device: torch.device,
-    describe: dict[str, Any],
-    exclude: torch.Tensor | None = None,
-    out_dir: Path | None = None,
-) -> dict[str, Any]:
-    """The copy audit of one image set (see the module docstring). ``exclude``: each
-    image's own pool position when the set is real images from the pool (the real-data row)."""
-    t0 = time.perf_counter()
-    n_fresh = len(fresh.calibration) + len(fresh.check)
-    k = cells_for(len(gen_images), n_fresh, settings.min_per_cell)
-    index = build_pool_index(pool, settings, describe=describe, device=device, k=k)
-    t_index = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    cal, chk, fresh_hit = _fresh_stats(fresh, pool, index, settings, device=device)
-    t_fresh = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    gen = query_stats(gen_images, pool, index, settings, device=device, exclude=exclude)
-    t_gen = time.perf_counter() - t2
-    calib = calibrate(cal, settings.alpha)
-    out = verdict(gen, calib, chk, _concat(cal, chk), settings, k=k)
-    out.update(
-        definition=DEFINITION,
-        method=f"copies v{VERSION}",
-        settings=settings.to_dict(),
-        shift_searched=index.pixel.shift,
-        pool={name: b - a for name, a, b in pool.parts},
-        fresh_source=fresh.source,
-        transforms=list(ncc.TRANSFORMS),
-        descriptor={**index.net_info, "dim": settings.descriptor.dim},
-        seconds={
-            "index": round(t_index, 2),
-            "fresh": round(t_fresh, 2),
-            "samples": round(t_gen, 2),
-            "cached": {**index.cached, "fresh": fresh_hit},
-        },
-    )
-    if out_dir is not None:
-        out["pairs"] = save_pairs(gen_images, gen, calib, pool, out_dir)
-        out["image"] = "copies.png"
-    return out
