@@ -219,21 +219,30 @@ class QueryStats:
 
 
 def _nearest(
-    q: torch.Tensor, base: torch.Tensor, k: int, exclude: torch.Tensor | None, *, chunk: int = 16384
+    q: torch.Tensor,
+    base: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None,
+    *,
+    device: torch.device,
+    chunk: int = 16384,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k cosine similarity of unit vectors, in blocks; ``exclude``: a position per query."""
+    """Exact top-k cosine similarity of unit vectors, in blocks of the base on ``device``;
+    ``exclude``: a base position per query (-1: none). Returns CPU tensors."""
     n = len(q)
-    best_v = torch.full((n, k), -2.0)
-    best_i = torch.zeros((n, k), dtype=torch.long)
+    q = q.to(device)
+    ex = exclude.to(device) if exclude is not None else None
+    best_v = torch.full((n, k), -2.0, device=device)
+    best_i = torch.zeros((n, k), dtype=torch.long, device=device)
     for s in range(0, len(base), chunk):
-        sim = q @ base[s : s + chunk].T
-        pos = torch.arange(s, s + sim.shape[1])
-        if exclude is not None:
-            sim = torch.where(pos[None] == exclude[:, None], -2.0, sim)
+        sim = q @ base[s : s + chunk].to(device).T
+        pos = torch.arange(s, s + sim.shape[1], device=device)
+        if ex is not None:
+            sim = torch.where(pos[None] == ex[:, None], -2.0, sim)
         v, i = torch.cat([best_v, sim], 1).topk(k, 1)
         best_i = torch.cat([best_i, pos.expand(n, -1)], 1).gather(1, i)
         best_v = v
-    return best_v, best_i
+    return best_v.cpu(), best_i.cpu()
 
 
 def query_stats(
@@ -249,7 +258,7 @@ def query_stats(
     q = descriptor.embed(index.net, images, settings=settings.descriptor, device=device)
     q = q.half().float()  # the pool's precision: a copy's distance is then exactly 0
     k = min(settings.neighbours, len(pool.images))
-    sim, near = _nearest(q, index.emb, k, exclude)
+    sim, near = _nearest(q, index.emb, k, exclude, device=device)
     d1 = (1 - sim[:, 0]).clamp_min(0).double()
     d2 = (1 - sim[:, 1]).clamp_min(1e-6).double() if k > 1 else torch.ones_like(d1)
     m = ncc.match(
@@ -265,7 +274,7 @@ def query_stats(
         images, pool.images, device=device, first_parents=near[:, :4], exclude=exclude
     )
     tr = pool.train_slice()
-    tsim, _ = _nearest(q, index.emb[tr], 1, None)
+    tsim, _ = _nearest(q, index.emb[tr], 1, None, device=device)
     return QueryStats(
         {
             "desc_d": d1,
