@@ -20,7 +20,14 @@ def test_digits_split_is_seeded_disjoint_and_recorded():
     assert torch.equal(a.train.source_index, b.train.source_index)
     assert not torch.equal(a.train.source_index, c.train.source_index)
     assert set(a.train.source_index.tolist()).isdisjoint(a.holdout.source_index.tolist())
-    assert len(a.train) + len(a.holdout) == 1797
+    # The validation slice (evaluate()'s images) comes out of the training pool, disjoint.
+    va = set(a.validation.source_index.tolist())
+    assert va.isdisjoint(a.train.source_index.tolist()) and va.isdisjoint(
+        a.holdout.source_index.tolist()
+    )
+    assert len(a.validation) == min(512, (1797 - round(1797 * 0.2)) // 10) == 143
+    assert len(a.train) + len(a.validation) + len(a.holdout) == 1797
+    assert a.split["n_validation"] == 143 and a.split["validation_index_sha256"]
     assert a.split["method"] == "random" and a.split["n_holdout"] == round(1797 * 0.2)
     assert a.spec.condition == "classes" and a.spec.num_classes == 10 and a.spec.channels == 1
 
@@ -61,7 +68,7 @@ def test_folder_with_class_subfolders_skips_and_counts_bad_files(tmp_path):
     cfg = DataConfig(source="folder", root=str(tmp_path), resolution=8, max_bad_fraction=0.2)
     d = load_data(cfg)
     assert d.spec.class_names == ("cats", "dogs") and d.spec.channels == 3
-    assert len(d.train) + len(d.holdout) == 12
+    assert len(d.train) + len(d.validation) + len(d.holdout) == 12  # validation: 1 of 10
     assert d.split["skipped_files"] == 1 and "broken.png" in d.split["skipped_examples"][0]
     with pytest.raises(DataError, match="could not be read"):
         load_data(cfg.model_copy(update={"max_bad_fraction": 0.0}))
@@ -131,5 +138,6 @@ def test_idx_reader_and_fashion_mnist_from_genbench_data(tmp_path, monkeypatch):
     assert read_idx(root / "train-images-idx3-ubyte.gz").shape == (20, 28, 28)
     monkeypatch.setenv("GENBENCH_DATA", str(tmp_path))
     d = load_data(DataConfig(source="fashion-mnist", resolution=32))
-    assert d.split["method"] == "official" and len(d.train) == 20 and len(d.holdout) == 10
+    assert d.split["method"] == "official" and len(d.holdout) == 10
+    assert len(d.train) == 18 and len(d.validation) == 2  # a tenth set aside for evaluate()
     assert d.train.images.shape[1:] == (1, 32, 32) and d.spec.class_names[0] == "t-shirt"
