@@ -360,6 +360,9 @@ def test_declared_generator_is_ranked_in_its_own_group_with_its_audit_stated(cop
     md = (out_dir / "report" / "summary.md").read_text()
     line = next(x for x in md.splitlines() if x.startswith("Ranked apart") or "Ranked apart" in x)
     assert "declared-blend" in line and "dcgan" not in line
+    # Its rows are in its group's tables only, after that group's heading.
+    apart = md.index("derived from training images (by design)\n")
+    assert md.index("| declared-blend |") > apart and md.index("| dcgan |") < apart
 
 
 def test_audit_calibrates_on_the_validation_slice_when_the_reference_uses_up_the_heldout(bundle):

@@ -337,6 +337,8 @@ def summarize(records: list[RunRecord]) -> Summary:
         real = members[members["row"] == "real"]
         seeds = members[(members["row"] == "run") & (members["derived"].map(is_true) == g.derived)]
         agg = _aggregate(seeds)
+        if not agg.empty:
+            agg["derived"] = g.derived  # mean rows belong to their group, like their seeds
         real, agg, seeds = _judge(g, records, real, agg, seeds)
         agg = _rank(agg, lead=g.lead)
         _reorder_separation(g, agg)
