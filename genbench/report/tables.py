@@ -326,25 +326,7 @@ def summarize(records: list[RunRecord]) -> Summary:
         key=lambda g: (g.experiment, not g.main, not g.fingerprint, g.fingerprint, g.derived),
     )
 
-    parts = []
-    for g in ordered:
-        sel = (
-            runs.index.isin(ok)
-            & (runs["experiment"] == g.experiment)
-            & (runs["protocol"] == g.fingerprint)
-        )
-        members = runs[sel]
-        real = members[members["row"] == "real"]
-        seeds = members[(members["row"] == "run") & (members["derived"].map(is_true) == g.derived)]
-        agg = _aggregate(seeds)
-        if not agg.empty:
-            agg["derived"] = g.derived  # mean rows belong to their group, like their seeds
-        real, agg, seeds = _judge(g, records, real, agg, seeds)
-        agg = _rank(agg, lead=g.lead)
-        _reorder_separation(g, agg)
-        # The real-data floor is listed once, with the group of models that sample from noise.
-        parts += [real if not g.derived else real.iloc[0:0], agg]
-        parts.append(seeds.sort_values(["model", "variant", "seed"], kind="stable"))
+    parts = [df for g in ordered for df in _group_rows(g, runs[runs.index.isin(ok)], records)]
     # Unfinished runs were measured under no protocol: they belong to no group's table.
     parts.append(runs[~runs.index.isin(ok)].assign(protocol=None))
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
@@ -388,6 +370,22 @@ def _aggregate(seeds: pd.DataFrame) -> pd.DataFrame:
                 row[k] = ", ".join(sorted({str(v) for v in grp[k] if isinstance(v, str) and v}))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _group_rows(g: Group, done: pd.DataFrame, records: list[RunRecord]) -> list[pd.DataFrame]:
+    """One group's real, mean and per-seed rows, judged and ranked."""
+    members = done[(done["experiment"] == g.experiment) & (done["protocol"] == g.fingerprint)]
+    real = members[members["row"] == "real"]
+    seeds = members[(members["row"] == "run") & (members["derived"].map(is_true) == g.derived)]
+    agg = _aggregate(seeds)
+    if not agg.empty:
+        agg["derived"] = g.derived  # mean rows belong to their group, like their seeds
+    real, agg, seeds = _judge(g, records, real, agg, seeds)
+    agg = _rank(agg, lead=g.lead)
+    _reorder_separation(g, agg)
+    # The real-data floor is listed once, with the group of models that sample from noise.
+    real = real if not g.derived else real.iloc[0:0]
+    return [real, agg, seeds.sort_values(["model", "variant", "seed"], kind="stable")]
 
 
 def _audit_text(flagged: bool, floor: bool, recs: list[RunRecord] | None = None) -> str:
