@@ -221,7 +221,7 @@ class MetricsConfig(_Strict):
     @classmethod
     def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
         # Imported here: importing the metrics package runs its __init__ (scoring).
-        from genbench.metrics import registry
+        import genbench.metrics.registry as registry
 
         snap = info.field_name == "snapshot_names"
         known = registry.snapshot_nameable() if snap else registry.nameable()

@@ -14,11 +14,12 @@ import torch
 import torch_fidelity
 from PIL import Image
 
+import genbench.metrics.dinov2 as dinov2
+import genbench.metrics.units as units
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, RunConfig
 from genbench.data import DataBundle, ImageSet
 from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
-from genbench.metrics import dinov2, units
 from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
 from genbench.metrics.heldout import HeldoutParts

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import genbench.report.verdict as verdict
 from genbench.metrics import units
 from genbench.metrics.protocol import COMPARABLE_KEYS, mark_comparable
-from genbench.report import verdict
 from genbench.report.collect import RunRecord, run_row
 
 
