@@ -164,7 +164,9 @@ def run(
             if r.error:
                 console.print(f"[red]cannot run:[/] {_esc(r.error)}")
             console.print(run_config_toml(r.config), markup=False, highlight=False)
-            console.print(f"# {audit_plan(r.config)}", markup=False, highlight=False)
+            console.print(
+                f"# {audit_plan(r.config)}", markup=False, highlight=False, soft_wrap=True
+            )
         return
     outcomes = api.run(
         experiment, **kw, results=results, resume=resume, force=force, reporter=Reporter(console)

@@ -136,8 +136,11 @@ def test_real_heldout_images_are_flagged_at_about_the_calibrated_rate(bundle):
     x = _Inputs(bundle, 80)
     v = audit(bundle, x.parts.real.images, n=80, settings=s, exclude=x.parts.positions["real"])
     assert not v["flagged"], v
-    # No more than the calibrated rate, up to the sampling error of 80 images.
-    assert v["rate"] <= wilson(round(s.alpha * 80), 80)[1]
+    # Fresh images are flagged like the disjoint check set of fresh images: within its 95%
+    # interval (at 80 calibration images the six alpha/6 thresholds are rough, so the rate
+    # itself can exceed alpha; the Fashion-MNIST tests check the nominal rate at N = 500).
+    lo, hi = wilson(round(v["heldout_rate"] * 80), 80)
+    assert lo <= v["rate"] <= hi, (v["rate"], v["heldout_rate"])
     assert v["c_t"]["p_value"] is None or v["c_t"]["p_value"] > 0.01
 
 
@@ -395,7 +398,7 @@ def test_full_experiment_plan_audits_every_run():
 
     from genbench.cli import app
 
-    res = CliRunner().invoke(app, ["run", "-e", "full", "--dry-run"], env={"COLUMNS": "400"})
+    res = CliRunner().invoke(app, ["run", "-e", "full", "--dry-run"])
     assert res.exit_code == 0, res.output
     plans = [line for line in res.output.splitlines() if line.startswith("# copy audit")]
     assert len(plans) == 12  # 4 models x 3 seeds
