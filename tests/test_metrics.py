@@ -36,7 +36,7 @@ def bundle():
 
 
 def _cfg(**kw) -> MetricsConfig:
-    base = dict(classifier=False, memorization=False, per_class=False)
+    base = dict(classifier=False, memorization=False, per_class=False, **FAST_AUDIT)
     return MetricsConfig(**{**base, **kw})
 
 
@@ -222,11 +222,16 @@ def test_copy_audit_flags_a_copier_not_fresh_images(tmp_path, bundle):
     kw = dict(n_ref=60, memorization=True)
     copier = _score(copies.flip(-1), bundle, out_dir=tmp_path, **kw)
     parts = scoring.heldout_parts(bundle.holdout, n_ref=60, n=60)
-    fresh = _score(parts.real.images, bundle, **kw)
+    # Held-out images are in the audit's pool: as the real-data row, they must not match
+    # themselves (scored without their positions they are replays of held-out images).
+    fresh = _score(parts.real.images, bundle, heldout_positions=parts.positions["real"], **kw)
     c = copier["copies"]
-    assert c["flagged"] and c["rate"] > 0.9 and c["n_train"] == len(bundle.train)
+    assert c["flagged"] and c["rate"] > 0.9 and c["pool"]["train"] == len(bundle.train)
     assert copier["scores"]["copy_rate"] == c["rate"]
-    assert not fresh["copies"]["flagged"] and fresh["copies"]["rate"] < 0.1
+    f = fresh["copies"]
+    # Not flagged, and flagged per sample like the disjoint fresh check set (60 calibration
+    # images make the thresholds rough; the nominal rate is tested at N = 500 on Fashion-MNIST).
+    assert not f["flagged"] and f["rate"] <= f["heldout_rate_ci95"][1], f
     assert c["pairs"][0]["copy"] and "mirror" in c["pairs"][0]["transform"]
     assert (tmp_path / "copies.png").stat().st_size > 0
     per_sample = json.loads((tmp_path / "copies.json").read_text())

@@ -126,14 +126,14 @@ def test_folder_corpus_converts_skips_counts_and_records(corpus):
     )
     d = load_data(cfg)
     n_good = len(GOOD) + 2 + 6  # + big.jpg + nested, + six in b/
-    assert len(d.train) + len(d.holdout) == n_good
+    assert len(d.train) + len(d.validation) + len(d.holdout) == n_good
     assert d.train.images.shape[1:] == (3, 16, 16) and d.train.images.dtype == torch.uint8
     # The empty class folder is dropped (and says so), hidden folders are not classes.
     assert d.spec.condition == "classes" and d.spec.class_names == ("a", "b")
     assert any("'empty'" in note and "dropped" in note for note in d.split["notes"])
     assert d.split["skipped_files"] == len(BAD)
     assert all(Path(p).name in BAD for p in d.split["skipped_examples"])
-    labels = torch.cat([d.train.labels, d.holdout.labels])
+    labels = torch.cat([d.train.labels, d.validation.labels, d.holdout.labels])
     assert torch.bincount(labels).tolist() == [len(GOOD) + 2, 6]
 
     with pytest.raises(DataError) as err:
