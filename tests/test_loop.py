@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -159,3 +161,46 @@ def test_an_extra_duty_sees_every_logged_record(digits, tmp_path):
     train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path, duties=[Collect()])
     assert [r["step"] for r in seen] == [4, 8, 10]
     assert seen == read_jsonl(tmp_path / "train_log.jsonl")
+
+
+def test_budget_in_flops_buys_the_steps_it_pays_for(digits, tmp_path):
+    per_step = train(
+        make(digits), digits.train, TrainConfig(kimg=0.016, batch_size=16, eval_images=0),
+        seed=0, run_dir=tmp_path / "count",
+    ).flops_per_step  # fmt: skip
+    cfg = TrainConfig(budget="tflop", tflop=6.5 * per_step / 1e12, batch_size=16, eval_images=0)
+    res = train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path / "flops")
+    assert res.steps == 7 and res.images_seen == 7 * 16  # ceil(6.5): the budget is reached
+    assert res.flops_total >= cfg.tflop * 1e12 > res.flops_total - per_step
+    # Snapshots at fractions of a FLOP budget fall on the steps those FLOPs buy.
+    taken: list[int] = []
+    train(
+        make(digits), digits.train, cfg, seed=0, run_dir=tmp_path / "snap",
+        snapshot_fractions=[0.25, 0.5], on_snapshot=lambda s, n, t: taken.append(s),
+    )  # fmt: skip
+    assert taken == [2, 4]  # round(7 / 4), round(7 / 2)
+
+
+def test_budget_in_seconds_stops_on_the_time_inside_train_steps(digits, tmp_path, monkeypatch):
+    # A clock that advances 0.05 s per reading: every train step "takes" 0.05 s, whatever
+    # the machine's load, so the stopping step is exact.
+    import genbench.train.loop as loop
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * 0.05))
+    cfg = TrainConfig(budget="seconds", seconds=0.6, batch_size=16, eval_images=0, log_every=1)
+    taken: list[int] = []
+    res = train(
+        make(digits), digits.train, cfg, seed=0, run_dir=tmp_path,
+        snapshot_fractions=[0.25, 0.5], on_snapshot=lambda s, n, t: taken.append(s),
+    )  # fmt: skip
+    assert res.stopped_by == "budget" and res.steps == 12 and res.train_seconds == 0.6
+    assert read_jsonl(tmp_path / "train_log.jsonl")[-1]["step"] == 12
+    assert taken == [3, 6]  # each snapshot once, at the first step past 0.15 s and 0.3 s
+
+
+def test_a_flop_or_seconds_budget_needs_its_value():
+    with pytest.raises(ValueError, match="train.tflop"):
+        TrainConfig(budget="tflop")
+    with pytest.raises(ValueError, match="train.seconds"):
+        TrainConfig(budget="seconds")

@@ -11,16 +11,34 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from genbench.utils.naming import RUN_ID_DIGITS, check_safe_name, digest, run_id
 
 SECTIONS = ("data", "train", "sample", "metrics")
 RESULT_NEUTRAL = "result_neutral"  # a Field marker: the key cannot change any result
+# A Field marker for keys added after run ids existed: at its default the key stays out of
+# the run id, so every run folder made before the key existed is still recognised.
+ID_AT_DEFAULT_OMITTED = "id_at_default_omitted"
+_NEW_KEY = {ID_AT_DEFAULT_OMITTED: True}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def id_dump(self, *, neutral: bool = True) -> dict[str, Any]:
+        """The section as run ids hash it: keys added later are left out at their default,
+        and with ``neutral=False`` result-neutral keys are left out too."""
+        d = self.model_dump(mode="json")
+        for k, f in type(self).model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if (extra.get(RESULT_NEUTRAL) and not neutral) or (
+                extra.get(ID_AT_DEFAULT_OMITTED)
+                and getattr(self, k) == f.get_default(call_default_factory=True)
+            ):
+                d.pop(k, None)
+        return d
 
 
 class DataConfig(_Strict):
@@ -70,7 +88,26 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     """The training budget and loop settings, identical for every model."""
 
+    budget: Literal["kimg", "tflop", "seconds"] = Field(
+        "kimg",
+        description="what the budget counts, the same for every model: images seen (`kimg`), "
+        "training FLOPs (`tflop`: each model sees the images its FLOPs buy) or seconds inside "
+        "training steps (`seconds`: machine-dependent, so not reproducible elsewhere)",
+        json_schema_extra=_NEW_KEY,
+    )
     kimg: float = Field(10.0, gt=0, description="budget in thousands of training images seen")
+    tflop: float | None = Field(
+        None,
+        gt=0,
+        description="training budget in TFLOP, when budget = 'tflop'",
+        json_schema_extra=_NEW_KEY,
+    )
+    seconds: float | None = Field(
+        None,
+        gt=0,
+        description="training budget in seconds inside train steps, when budget = 'seconds'",
+        json_schema_extra=_NEW_KEY,
+    )
     batch_size: int = Field(64, ge=1, description="global batch, identical for every model")
     max_minutes: float | None = Field(None, gt=0, description="optional wall-clock budget")
     checkpoint_kimg: float | None = Field(None, gt=0, description="default: a tenth of the budget")
@@ -105,6 +142,22 @@ class TrainConfig(_Strict):
         description="network weights as a weights_only torch file or .safetensors",
         json_schema_extra={RESULT_NEUTRAL: True},
     )
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        if self.budget == "tflop" and self.tflop is None:
+            raise ValueError("budget = 'tflop' needs train.tflop (the FLOP budget in TFLOP)")
+        if self.budget == "seconds" and self.seconds is None:
+            raise ValueError("budget = 'seconds' needs train.seconds")
+        return self
+
+    def budget_text(self) -> str:
+        """The budget as the report states it, e.g. '20 kimg' or '30 TFLOP'."""
+        if self.budget == "tflop":
+            return f"{self.tflop:g} TFLOP"
+        if self.budget == "seconds":
+            return f"{self.seconds:g} s of training"
+        return f"{self.kimg:g} kimg"
 
     @field_validator("device")
     @classmethod
@@ -154,9 +207,13 @@ class MetricsConfig(_Strict):
         "(Inception on 2 cores: 12 run 1.25x faster than 32)",
         json_schema_extra={RESULT_NEUTRAL: True},  # batching changes no score
     )
-    n_ref: int | None = Field(
-        None, ge=2, description="held-out reference images (default: sample.n)"
+    reference: Literal["test", "train"] = Field(
+        "test",
+        description="FID/KID reference: `test` = N_ref held-out images (genbench's default), "
+        "`train` = N_ref training images (the DDPM/EDM/StudioGAN literature protocol)",
+        json_schema_extra=_NEW_KEY,
     )
+    n_ref: int | None = Field(None, ge=2, description="reference images (default: sample.n)")
     kid_subsets: int = Field(100, ge=1, description="KID subsets averaged")
     kid_subset_size: int = Field(1000, ge=2, description="upper bound; min(this, N, N_ref) is used")
     isc_splits: int = Field(10, ge=1, description="Inception Score splits")
@@ -200,6 +257,12 @@ class MetricsConfig(_Strict):
     snapshot_kimg: list[float] = Field(
         default_factory=list, description="also score a smaller sample set at these kimg points"
     )
+    snapshot_fractions: list[float] = Field(
+        default_factory=list,
+        description="also score a smaller sample set at these fractions of the training budget "
+        "(in the budget's unit: kimg, TFLOP or seconds)",
+        json_schema_extra=_NEW_KEY,
+    )
     snapshot_n: int = Field(256, ge=2, description="images per snapshot (and reference images)")
     snapshot_names: list[str] = Field(
         default_factory=lambda: ["fid", "kid"], description="metrics scored at snapshots"
@@ -215,6 +278,13 @@ class MetricsConfig(_Strict):
     def _snapshots(cls, v: list[float]) -> list[float]:
         if any(k <= 0 for k in v):
             raise ValueError("snapshot points must be positive kimg values")
+        return sorted(set(v))
+
+    @field_validator("snapshot_fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v):
+            raise ValueError("snapshot fractions must lie strictly between 0 and 1")
         return sorted(set(v))
 
     @field_validator("names", "snapshot_names")
@@ -326,10 +396,7 @@ class RunConfig(_Strict):
         keys hash this."""
         d = self.to_dict()
         for section in SECTIONS:
-            for k, f in type(getattr(self, section)).model_fields.items():
-                extra = f.json_schema_extra
-                if isinstance(extra, dict) and extra.get(RESULT_NEUTRAL):
-                    d[section].pop(k, None)
+            d[section] = getattr(self, section).id_dump(neutral=False)
         return d
 
     def digest(self) -> str:

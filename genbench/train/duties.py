@@ -130,16 +130,25 @@ class Progress:
 
 
 class Snapshot:
-    """``take(step, images_seen, train_seconds)`` at the listed steps, in eval mode;
-    training resumes as if nothing happened (same mode, same noise stream)."""
+    """``take(step, images_seen, train_seconds)`` at the listed steps and once each time
+    the time inside train steps passes one of ``seconds``, in eval mode; training resumes
+    as if nothing happened (same mode, same noise stream)."""
 
     def __init__(
-        self, model: Generator, steps: list[int], take: Callable[[int, int, float], None]
+        self,
+        model: Generator,
+        steps: list[int],
+        take: Callable[[int, int, float], None],
+        *,
+        seconds: list[float] | None = None,
     ) -> None:
         self.model, self.steps, self.take = model, set(steps), take
+        self.marks = sorted(seconds or [])
 
     def after_step(self, state: LoopState) -> None:
-        if state.step not in self.steps:
+        passed = [m for m in self.marks if m <= state.train_seconds]
+        self.marks = self.marks[len(passed) :]
+        if state.step not in self.steps and not passed:
             return
         rng = rng_state()
         self.model.eval()

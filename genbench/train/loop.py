@@ -81,7 +81,18 @@ class BatchOrder:
         return torch.cat(parts)
 
 
-def total_steps(cfg: TrainConfig) -> int:
+#: Steps of a budget not known in advance (seconds): the loop stops on the clock.
+OPEN_ENDED = 1 << 62
+
+
+def total_steps(cfg: TrainConfig, flops_per_step: int | None = None) -> int:
+    """Steps in the budget: from images seen, or from the FLOPs one step costs."""
+    if cfg.budget == "seconds":
+        return OPEN_ENDED
+    if cfg.budget == "tflop":
+        if flops_per_step is None:
+            return OPEN_ENDED  # until the first step has been counted
+        return max(1, math.ceil(cfg.tflop * 1e12 / flops_per_step))
     return max(1, math.ceil(cfg.kimg * 1000 / cfg.batch_size))
 
 
@@ -128,11 +139,13 @@ def train(
     snapshot_steps: list[int] | None = None,
     on_snapshot: Callable[[int, int, float], None] | None = None,
     duties: Sequence[Duty] = (),
+    snapshot_fractions: Sequence[float] = (),
 ) -> TrainResult:
     """Train ``model`` on ``data`` for ``cfg``'s budget, writing checkpoints and the
     training log under ``run_dir``; ``resume`` continues from its last checkpoint.
 
-    ``on_step`` is called after every step, ``on_snapshot`` at ``snapshot_steps``;
+    ``on_step`` is called after every step, ``on_snapshot`` at ``snapshot_steps`` and
+    at ``snapshot_fractions`` of the budget (in its unit: images, FLOPs or seconds);
     ``duties`` (see :mod:`genbench.train.duties`) run after the built-in ones.
     """
     device, main = model.device, dist_info.is_main
@@ -144,6 +157,7 @@ def train(
     order = BatchOrder(len(data), cfg.batch_size, seed)
     hooks = _join_ranks(model, dist_info, seed=seed, step=state.step)
     flops = _global_step_flops(model, data, order, state, dist_info, channels_last)
+    state.total = _budget_steps(cfg, flops, state)
     if cfg.compile and device.type == "cuda":
         for m in model.modules().values():
             m.compile()  # in place, after counting FLOPs: the model calls its own attribute
@@ -156,7 +170,7 @@ def train(
             n_train=len(data),
             holdout=holdout,
             on_step=on_step,
-            snapshot_steps=snapshot_steps,
+            snapshots=_snapshot_points(cfg, state, snapshot_steps, snapshot_fractions),
             on_snapshot=on_snapshot,
             main=main,
         ),
@@ -172,6 +186,8 @@ def train(
                 stopped_by = "wall-clock"
                 break
             _step(model, data, order, cfg, state, dist_info=dist_info, channels_last=channels_last)
+            if cfg.budget == "seconds":
+                state.total = _seconds_total(cfg, state, dist_info)
             for duty in every_step:
                 duty.after_step(state)
     finally:
@@ -226,7 +242,7 @@ def _standard_duties(
     n_train: int,
     holdout: ImageSet | None,
     on_step: Callable[[int, int, dict[str, float]], None] | None,
-    snapshot_steps: list[int] | None,
+    snapshots: tuple[set[int], list[float]],
     on_snapshot: Callable[[int, int, float], None] | None,
     main: bool,
 ) -> list[Duty]:
@@ -239,12 +255,51 @@ def _standard_duties(
     out.append(Log(log_path, every=cfg.log_every, batch_size=cfg.batch_size))
     if on_step is not None:
         out.append(Progress(on_step))
-    if on_snapshot is not None and snapshot_steps:
-        out.append(Snapshot(model, snapshot_steps, on_snapshot))
+    steps, marks = snapshots
+    if on_snapshot is not None and (steps or marks):
+        out.append(Snapshot(model, sorted(steps), on_snapshot, seconds=marks))
     if main:
         every = checkpoint_interval(cfg)
         out.append(Checkpoint(run_dir, model, every=every, fmt=cfg.checkpoint_format))
     return out
+
+
+def _budget_steps(cfg: TrainConfig, flops: int | None, state: LoopState) -> int:
+    if cfg.budget == "tflop" and flops is None:
+        raise ConfigError(
+            "train.budget = 'tflop' but this model's training FLOPs could not be counted "
+            "(torch.utils.flop_counter); use budget = 'kimg' or 'seconds'"
+        )
+    if cfg.budget == "seconds":
+        return _seconds_total(cfg, state, SINGLE) if state.step else OPEN_ENDED
+    return total_steps(cfg, flops)
+
+
+def _seconds_total(cfg: TrainConfig, state: LoopState, dist_info: DistInfo) -> int:
+    """A seconds budget: done once the time inside train steps reaches it (every rank
+    together); until then, the steps it will take at the pace so far (for progress)."""
+    done = state.train_seconds >= cfg.seconds
+    if dist_info.enabled:
+        (done,) = any_flag(dist_info, done)
+    if done:
+        return state.step
+    pace = state.train_seconds / state.step if state.step else 0.0
+    return max(state.step + 1, math.ceil(cfg.seconds / pace)) if pace > 0 else OPEN_ENDED
+
+
+def _snapshot_points(
+    cfg: TrainConfig,
+    state: LoopState,
+    steps: list[int] | None,
+    fractions: Sequence[float],
+) -> tuple[set[int], list[float]]:
+    """Snapshot steps, and for a seconds budget the train_seconds marks still ahead."""
+    at = set(steps or ())
+    if cfg.budget == "seconds":
+        marks = [f * cfg.seconds for f in fractions if f * cfg.seconds > state.train_seconds]
+        return at, marks
+    at |= {max(1, round(f * state.total)) for f in fractions}
+    return at, []
 
 
 def _global_step_flops(
