@@ -61,17 +61,22 @@ def _write_folder(folder: Path, images: torch.Tensor) -> Path:
     return folder
 
 
-def test_scores_equal_a_direct_torch_fidelity_call(tmp_path, bundle):
+@pytest.mark.parametrize("reference", ["test", "train"])
+def test_scores_equal_a_direct_torch_fidelity_call(tmp_path, bundle, reference):
     # Generated: a shifted, noisier copy of training images, so the two sets differ.
     g = torch.Generator().manual_seed(1)
     gen = bundle.train.images[200:240].float() * 0.8 + torch.rand(40, 1, 16, 16, generator=g) * 50
     gen_dir = _write_folder(tmp_path / "gen", gen.round().clamp(0, 255).to(torch.uint8))
-    ref = scoring.seeded_subset(bundle.holdout, 40)
+    # reference = "train" (the literature's protocol): the training split's seeded subset.
+    split = bundle.train if reference == "train" else bundle.holdout
+    ref = scoring.seeded_subset(split, 40)
     ref_dir = _write_folder(tmp_path / "ref", ref.images)
 
     images = scoring.load_images(scoring.image_files(gen_dir))
     assert images.shape == (40, 1, 16, 16)
-    ours = _score(images, bundle, n_ref=40)
+    ours = _score(images, bundle, n_ref=40, reference=reference)
+    part = "train" if reference == "train" else "holdout"
+    assert ours["protocol"]["reference"]["index_sha256"] == bundle.split[f"{part}_index_sha256"]
     direct = torch_fidelity.calculate_metrics(
         input1=str(gen_dir),
         input2=str(ref_dir),

@@ -149,6 +149,7 @@ class _Job:
     missing: dict[str, str]  # feature spaces asked for but unavailable, with why
     feature_seconds: float | None  # the samples' Inception pass (the protocol's figure)
     notes: list[str]
+    ref_part: str = "holdout"  # where the FID/KID reference comes from: holdout or train
 
 
 def score_images(
@@ -181,7 +182,14 @@ def score_images(
     units' files (copies.json, copies.png, bootstrap.json).
     """
     reporter = reporter or Reporter()
-    job = _prepare(images, bundle=bundle, n_ref=n_ref, reporter=reporter, label=label)
+    job = _prepare(
+        images,
+        bundle=bundle,
+        n_ref=n_ref,
+        reporter=reporter,
+        label=label,
+        reference=metrics_cfg.reference,
+    )
     x = units.UnitInputs(
         images=job.native,
         labels=labels,
@@ -247,8 +255,10 @@ def _prepare(
     n_ref: int,
     reporter: Reporter,
     label: str,
+    reference: str = "test",
 ) -> _Job:
-    """Check the images and cut the held-out split."""
+    """Check the images and cut the held-out split (and with ``reference = "train"``,
+    take the reference from the training split instead)."""
     spec = bundle.spec
     notes: list[str] = []
 
@@ -266,17 +276,22 @@ def _prepare(
             f"{spec.resolution}x{spec.resolution}; score at the data's resolution"
         )
     n = len(images)
-    if n_ref > len(bundle.holdout):
-        warn(
-            f"only {len(bundle.holdout)} held-out images; N_ref = {len(bundle.holdout)} instead of {n_ref}"
-        )
-    parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
+    source, pool = ("train", bundle.train) if reference == "train" else ("holdout", bundle.holdout)
+    if n_ref > len(pool):
+        warn(f"only {len(pool)} {source} images; N_ref = {len(pool)} instead of {n_ref}")
+    if source == "train":
+        # The held-out split keeps its real-data row and audit sets, cut as if the
+        # reference were empty; the reference is the training split's seeded subset.
+        parts = heldout_parts(bundle.holdout, n_ref=0, n=n)
+        parts.reference = seeded_subset(pool, n_ref)
+    else:
+        parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
     for note in parts.notes:
         warn(note)
     if n != len(parts.reference):
         warn(f"N = {n} generated vs N_ref = {len(parts.reference)} reference images")
     native = set_channels(images, spec.channels) if images.shape[1] != spec.channels else images
-    return _Job(images, native, parts, {}, None, notes)
+    return _Job(images, native, parts, {}, None, notes, source)
 
 
 def _features(
@@ -308,7 +323,7 @@ def _features(
                 ref.images,
                 choice=ext,
                 device=x.device,
-                describe=split_description(x.data_cfg, x.bundle, "holdout"),
+                describe=split_description(x.data_cfg, x.bundle, job.ref_part),
                 batch_size=x.metrics_cfg.extractor_batch(x.device),
                 on_batch=lambda m, tick=tick: tick(advance=m),
             )
@@ -352,7 +367,7 @@ def _protocol(
         "n_generated": n,
         "n_reference": len(ref),
         "reference": {
-            **split_description(data_cfg, bundle, "holdout"),
+            **split_description(data_cfg, bundle, job.ref_part),
             "subset_sha256": sha256_tensor(ref.images)[:16],
         },
         "resolution": spec.resolution,
@@ -454,9 +469,9 @@ def split_features(
 
 def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> str:
     key = {
-        "data": experiment.data.model_dump(mode="json"),
+        "data": experiment.data.id_dump(),
         "n": experiment.sample.n,
-        "metrics": experiment.metrics.model_dump(mode="json"),
+        "metrics": experiment.metrics.id_dump(),
         "extractor": choice.name,
         "weights_sha256": choice.weights_sha256,
         "images": "held-out, after the reference",  # v2: no longer training images
