@@ -229,7 +229,8 @@ def train_or_reuse(run: Run, model: Generator, *, resume: bool) -> Trained:
 def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
     cfg = run.config
     steps, take = None, None
-    if cfg.metrics.enabled and cfg.metrics.snapshot_kimg and run.main:
+    m = cfg.metrics
+    if m.enabled and (m.snapshot_kimg or m.snapshot_fractions) and run.main:
         steps = snapshot_steps(cfg)
         take = snapshotter(model, run.bundle, cfg, run.folder.path, run.device, run.trackers)
     with run.reporter.phase(f"{run.label} train", total=None) as tick:
@@ -247,9 +248,10 @@ def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
             dist_info=run.dist_info,
             snapshot_steps=steps,
             on_snapshot=take,
+            snapshot_fractions=m.snapshot_fractions if take else (),
             duties=[Track(run.trackers.training)] if run.trackers else (),
         )
-    if steps and result.flops_per_step:
+    if take and result.flops_per_step:
         add_snapshot_flops(run.folder.path, result.flops_per_step)
     return result
 

@@ -9,6 +9,7 @@ Layout of ``<results>/<run_id>/``::
     split.json        the data split the run trained on
     train_log.jsonl   one record per log interval: losses, held-out metrics, speed
     snapshots.jsonl   scores of small sample sets taken during training
+    snapshots/        step-NNNNNNNNN/: each snapshot's images (PNGs and manifest.json)
     checkpoints/      step-NNNNNNNNN.pt (and .safetensors weights), the last two kept
     samples/          the fixed sample set and its manifest.json
     metrics.json      everything measured; written last, so its presence means scored
@@ -49,6 +50,7 @@ CONFIG = "config.toml"
 SPLIT = "split.json"
 TRAIN_LOG = "train_log.jsonl"
 SNAPSHOTS = "snapshots.jsonl"
+SNAPSHOT_DIR = "snapshots"
 SAMPLES = "samples"
 METRICS = "metrics.json"
 GRIDS = "grids"
@@ -150,6 +152,10 @@ def last_logged(path: Path) -> dict[str, float]:
     if not recs:
         return {}
     return {k: v for k, v in recs[-1].items() if k not in LOG_BOOKKEEPING}
+
+
+def snapshot_folder(run_dir: Path, step: int) -> Path:
+    return run_dir / SNAPSHOT_DIR / f"step-{step:09d}"
 
 
 def put_snapshot(path: Path, record: dict[str, Any]) -> None:

@@ -1,5 +1,7 @@
-"""Snapshot scoring during training: a small sample set scored at chosen kimg, so
-quality can be plotted against images seen and FLOPs (``snapshots.jsonl``)."""
+"""Snapshot scoring during training: a small sample set scored at chosen points of the
+budget, so quality can be plotted against images seen, FLOPs and training seconds
+(``snapshots.jsonl``; each snapshot's images under ``snapshots/step-N/``, so every
+number can be recomputed from the saved PNGs)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import torch
 from genbench.config import RunConfig
 from genbench.contract import Generator
 from genbench.data import DataBundle
-from genbench.rundir import SNAPSHOTS, put_snapshot
-from genbench.sampling import assemble, generate, plan_labels
+from genbench.rundir import SNAPSHOTS, put_snapshot, snapshot_folder
+from genbench.sampling import assemble, generate, plan_labels, write_sample_set
 from genbench.trackers import Trackers
 from genbench.utils.files import read_jsonl, write_jsonl
 
@@ -40,10 +42,15 @@ def snapshotter(
             "per_class": False,
             "classifier": False,
             "memorization": False,
-            "bootstrap": 0,  # snapshots trace a curve; the final set carries the intervals
+            # The sampling interval per point, for who-leads-at-this-budget claims (cheap:
+            # resamples of features already extracted).
+            "bootstrap": cfg.metrics.bootstrap,
         }
     )
     n = cfg.metrics.snapshot_n
+    # The final scoring's reference (cached features, shared): KID is unbiased in N and
+    # N_ref, so a snapshot's KID lies on the same scale as the final sample set's.
+    n_ref = cfg.metrics.n_ref or cfg.sample.n
     seed = cfg.seed + cfg.sample.seed_offset
 
     def take(step: int, images_seen: int, train_seconds: float) -> None:
@@ -52,23 +59,30 @@ def snapshotter(
             model, n, labels=labels, seed=seed, batch_size=cfg.sample.batch_size
         )
         images, _ = assemble(by_batch, info)
+        folder = snapshot_folder(run_dir, step)
+        manifest = {"n": n, "seed": seed, "step": step, "kimg": images_seen / 1000}
+        write_sample_set(folder, images, {**manifest, "labels": _as_list(labels)})
         scored = scoring.score_images(
             images,
             bundle=bundle,
             data_cfg=cfg.data,
             metrics_cfg=mcfg,
-            n_ref=n,
+            n_ref=n_ref,
             choice=scoring.extractor_for(mcfg),
             device=device,
             label=f"snapshot {images_seen / 1000:g} kimg",
+            out_dir=folder,  # bootstrap.json, beside the images it resamples
         )
         record = {
             "step": step,
             "kimg": images_seen / 1000,
             "train_seconds": round(train_seconds, 3),
             "n": n,
+            "n_reference": n_ref,
+            "images": f"{folder.parent.name}/{folder.name}",
             "scores": scored["scores"],
             "fingerprint": scored["protocol"].get("fingerprint"),
+            "bootstrap": scored.get("bootstrap"),
         }
         put_snapshot(run_dir / SNAPSHOTS, record)
         if trackers:
@@ -83,3 +97,7 @@ def add_snapshot_flops(run_dir: Path, flops_per_step: int) -> None:
     for r in recs:
         r["flops"] = r["step"] * flops_per_step
     write_jsonl(run_dir / SNAPSHOTS, recs)
+
+
+def _as_list(labels: torch.Tensor | None) -> list[int] | None:
+    return labels.tolist() if labels is not None else None
