@@ -13,6 +13,8 @@ with the same one-block-shorter stack. Supported sides: 4*2^k and 7*2^k, k >= 1.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -29,6 +31,15 @@ class DCGANConfig(GeneratorConfig):
     lr: float = Field(1e-4, gt=0, description="Adam learning rate of G and D")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of G and D (DCGAN's 0.5)")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of G and D")
+    update_batch: int | None = Field(
+        None,
+        ge=1,
+        description="images per G/D update: the loop's batch is split into chunks of this size, "
+        "one update each (None: one update per batch); images seen stay the budget",
+    )
+    d_every: int = Field(
+        1, ge=1, description="update D on every d_every-th update only (G on every one)"
+    )
 
 
 def stage_sizes(resolution: int) -> list[int]:
@@ -139,6 +150,7 @@ class DCGAN(Generator):
         betas = (c.beta1, c.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=c.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.lr, betas=betas)
+        self._updates = 0  # counts G updates, for d_every
 
     @classmethod
     def check_spec(cls, spec: DataSpec, config: DCGANConfig) -> None:
@@ -150,7 +162,19 @@ class DCGAN(Generator):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"G": self.opt_g, "D": self.opt_d}
 
+    def extra_state(self) -> dict[str, Any]:
+        return {"updates": self._updates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._updates = int(state.get("updates", 0))
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        size = self.config.update_batch or len(images)
+        logs = [self._update(chunk) for chunk in images.split(size)]
+        # The mean over this batch's updates: one log line per loop step, as for every model.
+        return {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
+
+    def _update(self, images: torch.Tensor) -> dict[str, float]:
         b = len(images)
         z = torch.randn(b, self.config.latent_dim, device=self.device)
         ones = torch.ones(b, device=self.device)
@@ -163,9 +187,11 @@ class DCGAN(Generator):
         loss_d = F.binary_cross_entropy_with_logits(
             real_logits, ones
         ) + F.binary_cross_entropy_with_logits(fake_logits, zeros)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        if self._updates % self.config.d_every == 0:
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        self._updates += 1
 
         loss_g = F.binary_cross_entropy_with_logits(self.D.logits(fake), ones)
         self.opt_g.zero_grad(set_to_none=True)
