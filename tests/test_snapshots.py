@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 import torch
 
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
