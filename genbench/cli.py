@@ -420,7 +420,7 @@ def report(
     plots, image grids and a self-contained report.html."""
     from genbench import api
     from genbench.report import rich_table
-    from genbench.report.tables import headline
+    from genbench.report.render import headline
 
     rep = api.build_report(
         *(results_dirs or [Path("results")]), out=out, figures=figures, data=data

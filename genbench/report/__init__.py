@@ -19,20 +19,17 @@ from typing import Any
 import pandas as pd
 
 from genbench.report.collect import RunRecord, collect_runs, load_runs
-from genbench.report.tables import (
-    CI_NOTE,
-    COLUMNS,
+from genbench.report.columns import COLUMNS
+from genbench.report.render import (
     DisplayTable,
-    Summary,
     display_table,
     headline,
     rich_tables,
     separation_markdown,
-    summarize,
-    t_ci95,
     to_latex,
     to_markdown,
 )
+from genbench.report.stats import CI_NOTE, Summary, summarize, t_ci95
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import atomic_write, write_text
 
