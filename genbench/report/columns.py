@@ -35,7 +35,6 @@ def _quality_columns() -> tuple[Column, ...]:
 #: is "which is better".
 COLUMNS: tuple[Column, ...] = (
     *_quality_columns(),
-    Column("memorization", "memorization", "lower", "quality"),  # old runs without copy_rate
     Column("params_m", "params (M)", "lower", "cost"),
     Column("kimg", "kimg seen", None, "cost"),
     Column("train_s", "train time (s)", "lower", "cost"),
@@ -56,7 +55,6 @@ EXTRA_MEANS = (
     "gflop_per_img",
     "kid_std",
     "isc_std",
-    "memorization_pixel",
     "copy_p_value",
     "copy_heldout_rate",
     "n",
