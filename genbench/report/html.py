@@ -116,6 +116,7 @@ def _figure(img_path: Path, title: str, caption: str, *, alt: str) -> str:
     )
 
 
+# 78 lines: the page's sections in the order they appear, so the HTML reads like the page.
 def render(
     summary: Summary,
     out_dir: Path,

@@ -156,16 +156,9 @@ def _dedupe(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def summarize(records: list[RunRecord]) -> Summary:
-    """Group, aggregate and rank the runs (see :data:`CI_NOTE`)."""
-    variants = assign_variants(records)
-    rows = []
-    for r in records:
-        row = run_row(r)
-        row["variant"] = variant_text(variants.get(r.run_id, {}))
-        rows.append(row)
-    runs = pd.DataFrame(rows)
-    failed = [
+def _failed(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """Runs that are not done (or have no metrics), as the summary lists them."""
+    return [
         {
             "run_id": r.run_id,
             "experiment": r.experiment,
@@ -177,6 +170,18 @@ def summarize(records: list[RunRecord]) -> Summary:
         for r in records
         if not r.done or not r.metrics
     ]
+
+
+def summarize(records: list[RunRecord]) -> Summary:
+    """Group, aggregate and rank the runs (see :data:`CI_NOTE`)."""
+    variants = assign_variants(records)
+    rows = []
+    for r in records:
+        row = run_row(r)
+        row["variant"] = variant_text(variants.get(r.run_id, {}))
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    failed = _failed(records)
     ok = [i for i, r in enumerate(records) if r.done and r.metrics]
     if runs.empty or not ok:
         table = _integers(_order_columns(runs.copy())) if not runs.empty else runs
