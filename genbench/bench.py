@@ -25,7 +25,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +44,9 @@ from genbench.utils.device import (
     resolve_device,
     train_channels_last,
 )
+
+if TYPE_CHECKING:
+    from genbench.metrics.inception import ExtractorChoice
 
 
 def _sync(device: torch.device) -> None:
@@ -87,6 +90,20 @@ def _fake_data(spec: DataSpec, n: int, seed: int) -> ImageSet:
     return ImageSet(images, labels, torch.arange(n), spec.class_names, spec.attribute_names)
 
 
+def _spec(
+    cls: type[Generator], resolution: int, channels: int, num_classes: int, batch_size: int
+) -> DataSpec:
+    """The data spec of the random images a model is timed on."""
+    class_names = tuple(str(i) for i in range(num_classes))
+    return DataSpec(
+        resolution=resolution,
+        channels=channels,
+        condition="classes" if cls.conditional else "none",
+        class_names=class_names if cls.conditional else (),
+        num_train=max(1024, batch_size),
+    )
+
+
 def _sampler_variants(
     cls: type[Generator], cfg: GeneratorConfig
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -122,14 +139,7 @@ def bench_model(
     cls = registry.load(name)
     exp = ExperimentConfig(models=[name], model={name: overrides} if overrides else {})
     cfg = resolve_model_config(name, cls.Config, exp)
-    class_names = tuple(str(i) for i in range(num_classes))
-    spec = DataSpec(
-        resolution=resolution,
-        channels=channels,
-        condition="classes" if cls.conditional else "none",
-        class_names=class_names if cls.conditional else (),
-        num_train=max(1024, batch_size),
-    )
+    spec = _spec(cls, resolution, channels, num_classes, batch_size)
     cls.check_spec(spec, cfg)
     data = _fake_data(spec, spec.num_train, seed)
     torch.manual_seed(seed)
@@ -151,18 +161,8 @@ def bench_model(
         model, batch, precs, device=device, train_steps=train_steps, warmup_steps=warmup_steps
     )
     default = precision_name(device, "auto")
-    train = {
-        p: {
-            "images_per_s": round(train_steps * batch_size / secs[p], 2),
-            "gflops_per_s": round(flops * train_steps / secs[p] / 1e9, 2) if flops else None,
-        }
-        for p in precs
-    }
-    labels = (
-        torch.randint(0, num_classes, (sample_n,), generator=torch.Generator().manual_seed(seed))
-        if cls.conditional
-        else None
-    )
+    train = {p: _train_speed(secs[p], flops, train_steps, batch_size) for p in precs}
+    labels = _sample_labels(cls, num_classes, sample_n, seed)
     return {
         "model": name,
         "parameters": sum(model.num_parameters().values()),
@@ -176,6 +176,21 @@ def bench_model(
         "sampling": _time_sampling(
             model, cls, cfg, spec, data, precs, n=sample_n, labels=labels, device=device, seed=seed
         ),
+    }
+
+
+def _sample_labels(
+    cls: type[Generator], num_classes: int, n: int, seed: int
+) -> torch.Tensor | None:
+    if not cls.conditional:
+        return None
+    return torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def _train_speed(secs: float, flops: int | None, steps: int, batch_size: int) -> dict[str, Any]:
+    return {
+        "images_per_s": round(steps * batch_size / secs, 2),
+        "gflops_per_s": round(flops * steps / secs / 1e9, 2) if flops else None,
     }
 
 
@@ -262,13 +277,11 @@ def bench_scoring(
     FIDs are reported as well: they must agree. ``layout`` is what scoring uses on ``device``;
     the ``genbench_*`` figures are for it.
     """
-    import torch_fidelity
-
     from genbench.config import MetricsConfig
-    from genbench.images import read_images
+    from genbench.images import image_files, read_images
     from genbench.metrics.features import extract_features
     from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
-    from genbench.metrics.scoring import extractor_for, image_files
+    from genbench.metrics.scoring import extractor_for
     from genbench.sampling import save_png
 
     choice = extractor_for(MetricsConfig())
@@ -303,23 +316,32 @@ def bench_scoring(
             )
             ours[layout] = (time.perf_counter() - t0, res.scores.get("fid"))
         t0 = time.perf_counter()
-        with warnings.catch_warnings():  # its loader's worker count is torch-fidelity's choice
-            warnings.filterwarnings("ignore", message="This DataLoader will create")
-            direct = torch_fidelity.calculate_metrics(
-                input1=str(dirs[0]),
-                input2=str(dirs[1]),
-                fid=True,
-                kid=True,
-                prc=True,
-                kid_subset_size=n,
-                cuda=device.type == "cuda",
-                cache=False,
-                verbose=False,
-                batch_size=32,
-                **choice.fidelity_kwargs(),
-            )
+        direct = _torch_fidelity(dirs, choice, n=n, device=device)
         direct_s = time.perf_counter() - t0
     return _scoring_summary(choice.name, n, ours, direct, direct_s, device=device)
+
+
+def _torch_fidelity(
+    dirs: list[Path], choice: ExtractorChoice, *, n: int, device: torch.device
+) -> dict[str, Any]:
+    """FID, KID and precision/recall of two folders by torch-fidelity directly."""
+    import torch_fidelity
+
+    with warnings.catch_warnings():  # its loader's worker count is torch-fidelity's choice
+        warnings.filterwarnings("ignore", message="This DataLoader will create")
+        return torch_fidelity.calculate_metrics(
+            input1=str(dirs[0]),
+            input2=str(dirs[1]),
+            fid=True,
+            kid=True,
+            prc=True,
+            kid_subset_size=n,
+            cuda=device.type == "cuda",
+            cache=False,
+            verbose=False,
+            batch_size=32,
+            **choice.fidelity_kwargs(),
+        )
 
 
 def _scoring_summary(
@@ -424,93 +446,10 @@ def benchmark(
     return out
 
 
-def _speedup(by: dict[str, float]) -> str:
-    return f"{by['bf16'] / by['fp32']:.2f}x" if by.get("bf16") and by.get("fp32") else "n/a"
-
-
-def print_report(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    env, mm = result["environment"], result["matmul"]
-    console = Console()
-    native = "native bf16" if env.get("cpu_native_bf16") else "no native bf16"
-    console.print(
-        f"[bold]genbench bench[/] on {env['device_name']} ({env['device']}, "
-        f"{env['torch_threads']} torch threads, torch {env['torch']}, {native}; runs use "
-        f"{env.get('default_precision', 'fp32')}); "
-        f"{mm['n']}x{mm['n']} {mm['dtype']} matmul: [bold]{mm['gflops_per_s']:.1f}[/] GFLOP/s"
-    )
-    train = Table(title="Training (images/s)")
-    cols = ("model", "params", "batch", "fp32", "bf16", "bf16/fp32", "GFLOP/step", "GFLOP/s")
-    for col in (*cols, "of matmul"):
-        train.add_column(col, justify="left" if col == "model" else "right")
-    samp = Table(title="Sampling (images/s)")
-    for col in ("model", "sampler", "NFE/img", "images", "fp32", "bf16", "bf16/fp32"):
-        samp.add_column(col, justify="left" if col in ("model", "sampler") else "right")
-
-    def cell(x: float | None, fmt: str = ".1f") -> str:
-        return format(x, fmt) if x is not None else "n/a"
-
-    for r in result["models"]:
-        ips = {p: v["images_per_s"] for p, v in r["train"].items()}
-        frac = r.get("matmul_fraction")
-        train.add_row(
-            r["model"],
-            f"{r['parameters'] / 1e6:.2f}M",
-            str(r["batch_size"]),
-            cell(ips.get("fp32")),
-            cell(ips.get("bf16")),
-            _speedup(ips),
-            cell(r["train_step_gflop"], ".2f"),
-            cell(r["train_gflops_per_s"]),
-            f"{frac:.0%}" if frac is not None else "n/a",
-        )
-        for sm in r["sampling"]:
-            by = sm["images_per_s"]
-            samp.add_row(
-                r["model"],
-                sm["variant"],
-                str(sm["nfe"]),
-                str(sm["n"]),
-                cell(by.get("fp32"), ".2f"),
-                cell(by.get("bf16"), ".2f"),
-                _speedup(by),
-            )
-    console.print(train)
-    console.print(samp)
-    if sc := result.get("scoring"):
-        lay = sc["by_layout"]
-        console.print(
-            f"Scoring {sc['images']} images ({sc['extractor']}, fp32): genbench NCHW "
-            f"{lay['nchw']['images_per_s']:.1f} img/s, channels_last "
-            f"{lay['channels_last']['images_per_s']:.1f} img/s "
-            f"({lay['channels_last']['images_per_s'] / lay['nchw']['images_per_s']:.2f}x; "
-            f"FID {lay['nchw']['fid']:.4f} vs {lay['channels_last']['fid']:.4f}); "
-            f"with {sc['layout']}: {sc['genbench_images_per_s']:.1f} img/s, torch-fidelity directly "
-            f"{sc['torch_fidelity_images_per_s']:.1f} img/s, overhead ratio "
-            f"{sc['overhead_ratio']:.2f}; FID {sc['fid_genbench']:.4f} vs "
-            f"{sc['fid_torch_fidelity']:.4f}"
-        )
-    if phases := result.get("phases"):
-        table = Table(title="Wall time by phase (s)")
-        for col in ("run", "train", "sample", "score", "total"):
-            table.add_column(col, justify="left" if col == "run" else "right")
-        for p in phases:
-            table.add_row(
-                p["run_id"],
-                *(f"{p[k]:.0f}" if p[k] is not None else "" for k in ("train", "sample", "score")),
-                f"{p['total']:.0f}",
-            )
-        table.add_row("all runs", "", "", "", f"{sum(p['total'] for p in phases):.0f}")
-        console.print(table)
-
-
 __all__ = [
     "bench_model",
     "bench_scoring",
     "benchmark",
     "matmul_gflops",
     "phase_times",
-    "print_report",
 ]

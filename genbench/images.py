@@ -17,6 +17,7 @@ from genbench import registry
 from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
+from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.sampling import save_png
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.device import resolve_device
@@ -64,6 +65,15 @@ def save_grid(images: torch.Tensor, path: Path, *, nrow: int) -> Path:
     """uint8 N x C x H x W -> one PNG grid (written atomically)."""
     grid = tile_tensor(images, nrow=nrow)
     return atomic_write(path, lambda p: save_png(grid, p))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
+    if not folder.is_dir():
+        raise GenbenchError(f"{folder} is not a folder")
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
 
 
 def read_image_arrays(files: list[Path]) -> list[np.ndarray]:

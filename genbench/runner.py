@@ -24,6 +24,7 @@ from genbench.config import (
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle, load_data
 from genbench.pipeline import execute_run
+from genbench.preflight import preflight
 from genbench.pretrained import check_source
 from genbench.rundir import RunFolder, set_status, try_lock_run
 from genbench.utils.device import configure_backend, resolve_device
@@ -197,9 +198,10 @@ def _run_planned(
     if not todo:
         return outcomes
 
+    # What scoring will need (extractor weights, disk), then the data and what each model
+    # needs of it: a missing piece is an error for the whole command, before any training.
+    preflight(experiment, [r.config for r in todo], results_dir)
     bundle = _load_data(experiment, reporter)
-    # A model that cannot train on this data (resolution, condition) is a config
-    # error for the whole command, before any run starts training.
     check_specs(todo, bundle)
     if experiment.metrics.enabled and dist_info.is_main and real_row:
         _real_data_row(bundle, experiment, results_dir, reporter, device=dev)

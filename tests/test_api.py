@@ -97,9 +97,9 @@ def test_score_a_folder_or_a_tensor_reproduces_the_runs_numbers(scored, monkeypa
     assert by_folder["protocol"]["n_reference"] == saved["protocol"]["n_reference"]
 
     files, manifest = read_sample_set(run_dir / "samples")
-    from genbench.metrics.scoring import load_images
+    from genbench.images import read_images
 
-    uint8 = load_images(files)
+    uint8 = read_images(files)
     as_float = uint8.float() / 255  # what Generator.sample returns
     by_tensor = genbench.score(as_float, ref=str(exp), labels=manifest.get("labels"))
     assert by_tensor["scores"]["fid"] == pytest.approx(saved["scores"]["fid"], rel=1e-6)

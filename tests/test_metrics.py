@@ -14,7 +14,8 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.data import load_data
-from genbench.metrics import mark_comparable, protocol_differences, scoring
+from genbench.images import image_files, read_images
+from genbench.metrics import mark_comparable, protocol_differences, score_real_data, scoring
 from genbench.metrics.fid import fid_low_rank
 from genbench.metrics.fidelity import fidelity_from_features
 from genbench.sampling import save_png
@@ -72,7 +73,7 @@ def test_scores_equal_a_direct_torch_fidelity_call(tmp_path, bundle, reference):
     ref = scoring.seeded_subset(split, 40)
     ref_dir = _write_folder(tmp_path / "ref", ref.images)
 
-    images = scoring.load_images(scoring.image_files(gen_dir))
+    images = read_images(image_files(gen_dir))
     assert images.shape == (40, 1, 16, 16)
     ours = _score(images, bundle, n_ref=40, reference=reference)
     part = "train" if reference == "train" else "holdout"
@@ -287,7 +288,7 @@ def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
     # The real-data row is held-out images: audited like a run, and not a copier.
     assert rm["copies"]["rate"] is not None and not rm["copies"]["flagged"]
     before = (real[0] / "metrics.json").stat().st_mtime_ns
-    assert scoring.score_real_data(load_data(DATA), exp, tmp_path) == real[0]
+    assert score_real_data(load_data(DATA), exp, tmp_path) == real[0]
     assert (real[0] / "metrics.json").stat().st_mtime_ns == before  # done folders are skipped
 
 

@@ -83,6 +83,7 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
+# 78 lines: the split is one recorded recipe (split.json), read best top to bottom.
 def load_data(cfg: DataConfig) -> DataBundle:
     if cfg.source not in SOURCES:
         import difflib

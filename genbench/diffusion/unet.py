@@ -203,6 +203,7 @@ class UNet(nn.Module):
         grad_checkpoint: recompute block activations in backward to save memory.
     """
 
+    # 74 lines: the layers are built in the order the forward pass runs them.
     def __init__(
         self,
         *,

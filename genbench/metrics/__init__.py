@@ -18,6 +18,7 @@ import torch
 import torch_fidelity
 
 from genbench.metrics.cache import cache_root
+from genbench.metrics.folder import score_folder
 from genbench.metrics.inception import (
     ENV_OFFLINE,
     ENV_WEIGHTS,
@@ -37,14 +38,8 @@ from genbench.metrics.protocol import (
     mark_comparable,
     protocol_differences,
 )
-from genbench.metrics.scoring import (
-    extractor_for,
-    score_folder,
-    score_images,
-    score_real_data,
-    score_run,
-    split_features,
-)
+from genbench.metrics.real import score_real_data
+from genbench.metrics.scoring import extractor_for, score_images, score_run, split_features
 from genbench.metrics.units import (
     Column,
     MetricUnit,

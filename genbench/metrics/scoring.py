@@ -1,6 +1,7 @@
 """Scoring a set of images against the held-out split of the data, under one
-recorded protocol: for a run's saved samples, for the real-data floor, and for
-any folder of images."""
+recorded protocol: the core every caller goes through (a run's samples, the real-data
+row in :mod:`genbench.metrics.real`, a folder of images in :mod:`genbench.metrics.folder`,
+snapshots during training), and the cut of the held-out split it scores against."""
 
 from __future__ import annotations
 
@@ -9,16 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch_fidelity
-from PIL import Image
 
 import genbench.metrics.dinov2 as dinov2
 import genbench.metrics.units as units
-from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, RunConfig
+from genbench.config import DataConfig, MetricsConfig, RunConfig
 from genbench.data import DataBundle, ImageSet
-from genbench.data.sources import IMAGE_EXTENSIONS
 from genbench.data.transforms import set_channels
 from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features, extract_features
@@ -26,52 +24,13 @@ from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
 from genbench.metrics.settings import FidelitySettings
-from genbench.rundir import read_status, set_status
 from genbench.utils.device import inference_channels_last, resolve_device
 from genbench.utils.distributed import DistInfo, all_gather_objects
 from genbench.utils.errors import GenbenchError
-from genbench.utils.files import read_json, write_json
-from genbench.utils.naming import digest as key_digest
 from genbench.utils.progress import Reporter
-
-STATUS = "status.json"
 
 
 # -- inputs ------------------------------------------------------------------------
-def load_images(files: list[Path]) -> torch.Tensor:
-    """Image files -> uint8 N x C x H x W; C = 1 if every file is grayscale, else 3."""
-    if not files:
-        raise GenbenchError("no images to score")
-    pil = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                pil.append(
-                    im.convert("L")
-                    if im.mode in ("1", "L", "LA", "I", "I;16", "F")
-                    else im.convert("RGB")
-                )
-        except OSError as exc:
-            raise GenbenchError(f"cannot read image {f}: {exc}") from None
-    rgb = any(im.mode == "RGB" for im in pil)
-    arrs = [np.asarray(im.convert("RGB") if rgb else im) for im in pil]
-    sizes = {a.shape[:2] for a in arrs}
-    if len(sizes) > 1:
-        raise GenbenchError(
-            f"images differ in size ({sorted(sizes)[:3]}...); score one size at a time"
-        )
-    t = torch.from_numpy(np.stack(arrs))
-    return t.permute(0, 3, 1, 2).contiguous() if rgb else t[:, None].contiguous()
-
-
-def image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise GenbenchError(f"{folder} is not a folder")
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-    )
-
-
 def seeded_subset(images: ImageSet, n: int, *, seed: int = SUBSET_SEED) -> ImageSet:
     """The first n of a seeded permutation (all of them if n >= len), in source order."""
     if n >= len(images):
@@ -127,7 +86,7 @@ def extractor_for(
     return choose_extractor(mode=cfg.inception, weights=weights, download=cfg.download_weights)
 
 
-def _class_labels(manifest: dict[str, Any], n: int) -> torch.Tensor | None:
+def class_labels(manifest: dict[str, Any], n: int) -> torch.Tensor | None:
     """Intended integer class labels of a conditional sample set, if it has them."""
     labels = manifest.get("labels")
     if manifest.get("condition") != "classes" or not isinstance(labels, list) or len(labels) != n:
@@ -420,10 +379,11 @@ def score_run(
     ``features`` are the sample set's features computed this run (split across
     ranks by :func:`split_features`), in file order.
     """
+    from genbench.images import read_images
     from genbench.sampling import read_sample_set
 
     files, manifest = read_sample_set(run_dir / "samples")
-    images = load_images(files)
+    images = read_images(files)
     if features is not None and any(len(v) != len(images) for v in features.values()):
         raise GenbenchError(f"{run_dir.name}: features do not match the {len(images)} samples")
     if sampling is None:
@@ -438,7 +398,7 @@ def score_run(
         choice=extractor_for(config.metrics),
         device=device,
         reporter=reporter,
-        labels=_class_labels(manifest, len(images)),
+        labels=class_labels(manifest, len(images)),
         sampling=sampling,
         out_dir=run_dir,
         label=f"{config.model} s{config.seed}",
@@ -465,172 +425,3 @@ def split_features(
             if len(i):
                 out[k][i] = f[k]
     return out
-
-
-def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> str:
-    key = {
-        "data": experiment.data.id_dump(),
-        "n": experiment.sample.n,
-        "metrics": experiment.metrics.id_dump(),
-        "extractor": choice.name,
-        "weights_sha256": choice.weights_sha256,
-        "images": "held-out, after the reference",  # v2: no longer training images
-    }
-    return f"{experiment.name}-real-n{experiment.sample.n}-{key_digest(key, 10)}"
-
-
-def score_real_data(
-    bundle: DataBundle,
-    experiment_cfg: ExperimentConfig,
-    results_dir: Path,
-    reporter: Reporter | None = None,
-    *,
-    device: torch.device | str | None = None,
-) -> Path | None:
-    """The "real data" row: N held-out images, disjoint from the reference and from
-    the copy audit's calibration images, scored like a sample set against the same
-    reference (and audited like one). The floor a generator that makes fresh
-    images from the data distribution can reach.
-
-    Writes RESULTS/<experiment>-real-n<N>-<hash>/metrics.json (model "real") and
-    status.json; a folder already marked done is left alone. Returns the folder,
-    or None when metrics are disabled.
-    """
-    cfg = experiment_cfg
-    if not cfg.metrics.enabled:
-        return None
-    reporter = reporter or Reporter()
-    choice = extractor_for(cfg.metrics)
-    rd = results_dir / real_data_run_id(cfg, choice)
-    if read_status(rd).get("status") == "done":
-        reporter.info(f"{rd.name}: already done, skipped")
-        return rd
-    dev = resolve_device(cfg.train.device) if device is None else torch.device(device)
-    rd.mkdir(parents=True, exist_ok=True)
-    set_status(rd, "running")
-    t0 = time.perf_counter()
-    n = cfg.sample.n
-    n_ref = cfg.metrics.n_ref or n
-    parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
-    real = parts.real
-    if len(real) < n:
-        reporter.warn(f"real-data row: only {len(real)} held-out images left for N = {n}")
-    with reporter.phase("real data: features", total=len(real)) as tick:
-        feats, _ = cached_features(
-            real.images,
-            choice=choice,
-            device=dev,
-            describe={**split_description(cfg.data, bundle, "holdout"), "part": "real-data row"},
-            batch_size=cfg.metrics.extractor_batch(dev),
-            on_batch=lambda m: tick(advance=m),
-        )
-    res = score_images(
-        real.images,
-        features=feats,
-        bundle=bundle,
-        data_cfg=cfg.data,
-        metrics_cfg=cfg.metrics,
-        n_ref=n_ref,
-        choice=choice,
-        device=dev,
-        reporter=reporter,
-        labels=real.labels if bundle.spec.condition == "classes" else None,
-        sampling={"sampler": "real-data", "nfe": 0},
-        out_dir=rd,
-        label="real data",
-        heldout_positions=parts.positions["real"],  # the audit must not match them to themselves
-    )
-    metrics = _real_metrics(rd, cfg, bundle, real, res)
-    metrics["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}
-    write_json(rd / "metrics.json", metrics)
-    set_status(rd, "done")
-    return rd
-
-
-def _real_metrics(
-    rd: Path, cfg: ExperimentConfig, bundle: DataBundle, real: ImageSet, res: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "run_id": rd.name,
-        "experiment": cfg.name,
-        "model": "real",
-        "seed": None,
-        "sampling": {"sampler": "real-data", "nfe": 0, "n": len(real), "images_per_s": None},
-        "data": {"source": cfg.data.source, "resolution": cfg.data.resolution, **bundle.split},
-        "real_subset": {
-            "split": bundle.split.get("holdout_from", "holdout"),
-            "subset_seed": SUBSET_SEED,
-            "order": "held-out images after the reference in one seeded permutation",
-            "n": len(real),
-            "subset_sha256": sha256_tensor(real.images)[:16],
-        },
-        **res,
-    }
-
-
-def score_folder(
-    images_dir: Path,
-    *,
-    ref: str,
-    inception_weights: str | Path | None = None,
-    device: str = "auto",
-    n_ref: int | None = None,
-    out_dir: Path | None = None,
-    reporter: Reporter | None = None,
-) -> dict[str, Any]:
-    """Score a folder of images under genbench's protocol.
-
-    ``ref`` is an experiment (name or TOML path: its data, metrics settings and
-    N_ref = sample.n) or a data source name (``genbench list``; the folder's
-    resolution, N_ref = the number of images). A manifest.json with class labels
-    beside the images (as genbench writes) enables per-class scores.
-    """
-    from genbench.data import load_data
-
-    reporter = reporter or Reporter()
-    images = load_images(image_files(Path(images_dir)))
-    n = len(images)
-    data_cfg, metrics_cfg, n_ref = _folder_reference(ref, images, n_ref=n_ref, reporter=reporter)
-    bundle = load_data(data_cfg)
-    manifest_path = Path(images_dir) / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.exists() else {}
-    labels = _class_labels(manifest, n) if bundle.spec.condition == "classes" else None
-    return score_images(
-        images,
-        bundle=bundle,
-        data_cfg=data_cfg,
-        metrics_cfg=metrics_cfg,
-        n_ref=n_ref,
-        choice=extractor_for(metrics_cfg, inception_weights=inception_weights),
-        device=resolve_device(device),
-        reporter=reporter,
-        labels=labels,
-        sampling=manifest.get("sampler") if isinstance(manifest.get("sampler"), dict) else None,
-        out_dir=out_dir,
-        label=Path(images_dir).name or "images",
-    )
-
-
-def _folder_reference(
-    ref: str, images: torch.Tensor, *, n_ref: int | None, reporter: Reporter
-) -> tuple[DataConfig, MetricsConfig, int]:
-    """``--ref``: a data source (default metrics, N_ref = N) or an experiment (its data,
-    metrics and N_ref; a different N is warned about, as its FID bias differs)."""
-    from genbench.config import find_experiment, load_experiment
-    from genbench.data.sources import SOURCES
-
-    n = len(images)
-    if ref in SOURCES:
-        return DataConfig(source=ref, resolution=images.shape[-1]), MetricsConfig(), n_ref or n
-    try:
-        exp = load_experiment(str(find_experiment(ref)))
-    except GenbenchError as exc:
-        raise GenbenchError(
-            f"--ref {ref!r} is neither a data source ({', '.join(SOURCES)}) nor an experiment: {exc}"
-        ) from None
-    if n != exp.sample.n:
-        reporter.warn(
-            f"{n} images vs the experiment's sample.n = {exp.sample.n}: the protocol (and FID bias) "
-            "differs, so these scores are not comparable with its runs"
-        )
-    return exp.data, exp.metrics, n_ref or exp.metrics.n_ref or exp.sample.n

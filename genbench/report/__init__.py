@@ -19,20 +19,17 @@ from typing import Any
 import pandas as pd
 
 from genbench.report.collect import RunRecord, collect_runs, load_runs
-from genbench.report.tables import (
-    CI_NOTE,
-    COLUMNS,
+from genbench.report.columns import COLUMNS
+from genbench.report.render import (
     DisplayTable,
-    Summary,
     display_table,
     headline,
     rich_tables,
     separation_markdown,
-    summarize,
-    t_ci95,
     to_latex,
     to_markdown,
 )
+from genbench.report.stats import CI_NOTE, Summary, summarize, t_ci95
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import atomic_write, write_text
 
@@ -89,6 +86,22 @@ def _markdown(summary: Summary, tables: list[DisplayTable], per_seed: list[Displ
     return "\n".join(lines)
 
 
+def _write_tables(report: Report) -> None:
+    """summary.csv, .json, .md and .tex."""
+    summary, out_dir = report.summary, report.out_dir
+    table = summary.table
+    atomic_write(out_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
+    write_text(
+        out_dir / "summary.json",
+        json.dumps(summary.for_json(), indent=2, sort_keys=False, allow_nan=False) + "\n",
+    )
+    tables = report.tables()
+    per_seed = report.tables(per_seed=True)
+    write_text(out_dir / "summary.md", _markdown(summary, tables, per_seed))
+    write_text(out_dir / "summary.tex", to_latex(tables))
+    report.files += ["summary.csv", "summary.json", "summary.md", "summary.tex"]
+
+
 def write_report(
     results_dirs: Path | Sequence[Path],
     out_dir: Path | None = None,
@@ -114,18 +127,7 @@ def write_report(
     summary = summarize(records)
     report = Report(summary, out_dir)
 
-    table = summary.table
-    atomic_write(out_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
-    write_text(
-        out_dir / "summary.json",
-        json.dumps(summary.for_json(), indent=2, sort_keys=False, allow_nan=False) + "\n",
-    )
-    tables = report.tables()
-    per_seed = report.tables(per_seed=True)
-    write_text(out_dir / "summary.md", _markdown(summary, tables, per_seed))
-    write_text(out_dir / "summary.tex", to_latex(tables))
-    report.files += ["summary.csv", "summary.json", "summary.md", "summary.tex"]
-
+    _write_tables(report)
     figures, grid_list = [], []
     if plots:
         from genbench.report.plots import write_plots

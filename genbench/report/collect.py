@@ -207,11 +207,7 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
     row["device"] = env.get("device_name") or env.get("device")
     if rec.is_real:
         row["device"] = None  # the floor row measures data, not a device
-    scores = flatten_scores(m.get("scores") or {})
-    if "copy_rate" in scores:  # the copy audit replaces the old memorization scores
-        for k in ("memorization", "memorization_pixel"):
-            scores.pop(k, None)
-    row.update(scores)
+    row.update(flatten_scores(m.get("scores") or {}))
     cp = m.get("copies")
     if isinstance(cp, dict):
         row["flagged"] = bool(cp.get("flagged"))

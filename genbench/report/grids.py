@@ -17,7 +17,7 @@ from PIL import Image
 from genbench.images import read_image_arrays, tile
 from genbench.report.collect import RunRecord
 from genbench.report.plots import slug
-from genbench.report.tables import Summary
+from genbench.report.stats import Summary
 from genbench.utils.files import read_json
 
 #: Images in a model's grid, and per class in a per-class grid.

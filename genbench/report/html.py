@@ -12,15 +12,8 @@ from typing import Any
 
 from genbench.report.grids import Grid
 from genbench.report.plots import Figure
-from genbench.report.tables import (
-    CI_NOTE,
-    DisplayTable,
-    Group,
-    Summary,
-    arrow,
-    display_table,
-    headline,
-)
+from genbench.report.render import DisplayTable, arrow, display_table, headline
+from genbench.report.stats import CI_NOTE, Group, Summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1400px;
@@ -123,6 +116,7 @@ def _figure(img_path: Path, title: str, caption: str, *, alt: str) -> str:
     )
 
 
+# 78 lines: the page's sections in the order they appear, so the HTML reads like the page.
 def render(
     summary: Summary,
     out_dir: Path,

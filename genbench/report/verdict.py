@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from genbench.report.collect import RunRecord
+from genbench.utils.stats import percentile_ci
 
 #: Below this many samples FID's bias dominates: the report leads with KID (unbiased).
 SMALL_N = 2048
@@ -72,11 +73,6 @@ def _interval(v: Any) -> tuple[float, float] | None:
         if all(isinstance(x, (int, float)) and math.isfinite(x) for x in (lo, hi)):
             return float(lo), float(hi)
     return None
-
-
-def percentile_ci(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.quantile(values, [0.025, 0.975])
-    return float(lo), float(hi)
 
 
 # -- bootstrap replicates ---------------------------------------------------------------
