@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from genbench.report import curves, dynamics
 from genbench.report.collect import RunRecord, collect_runs, load_runs
 from genbench.report.columns import COLUMNS
 from genbench.report.render import (
@@ -62,12 +63,22 @@ class Report:
         return [display_table(self.summary, g, per_seed=per_seed) for g in self.summary.groups]
 
 
-def _markdown(summary: Summary, tables: list[DisplayTable], per_seed: list[DisplayTable]) -> str:
+def _markdown(
+    summary: Summary,
+    tables: list[DisplayTable],
+    per_seed: list[DisplayTable],
+    notes: Sequence[str] = (),
+) -> str:
     lines = ["# genbench report", "", CI_NOTE, ""]
     for g, t in zip(summary.groups, tables, strict=True):
         if line := headline(summary, g):
             lines += [f"**{t.title}**: {line}", ""]
     lines += ["## Models (mean over seeds)", "", to_markdown(tables)]
+    with_curves = [(g, t) for g, t in zip(summary.groups, tables, strict=True) if g.curves]
+    if with_curves:
+        lines += ["## Who leads at each budget", ""]
+        for g, t in with_curves:
+            lines += [f"### {t.title}", "", curves.markdown(g.curves)]
     matrices = [
         (t, m) for g, t in zip(summary.groups, tables, strict=True) if (m := separation_markdown(g))
     ]
@@ -75,6 +86,8 @@ def _markdown(summary: Summary, tables: list[DisplayTable], per_seed: list[Displ
         lines += ["## Which differences the data supports", ""]
         for t, m in matrices:
             lines += [f"### {t.title}", "", m]
+    if notes:
+        lines += ["## Training notes", "", *(f"- {n}" for n in notes), ""]
     lines += ["## Per seed", "", to_markdown(per_seed)]
     if summary.failed:
         lines += ["## Failed and unfinished runs", ""]
@@ -97,7 +110,7 @@ def _write_tables(report: Report) -> None:
     )
     tables = report.tables()
     per_seed = report.tables(per_seed=True)
-    write_text(out_dir / "summary.md", _markdown(summary, tables, per_seed))
+    write_text(out_dir / "summary.md", _markdown(summary, tables, per_seed, report.notes))
     write_text(out_dir / "summary.tex", to_latex(tables))
     report.files += ["summary.csv", "summary.json", "summary.md", "summary.tex"]
 
@@ -126,6 +139,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(records)
     report = Report(summary, out_dir)
+    report.notes += dynamics.notes(records)
 
     _write_tables(report)
     figures, grid_list = [], []

@@ -10,6 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from genbench.report.curves import Curves, fmt_x
 from genbench.report.grids import Grid
 from genbench.report.plots import Figure
 from genbench.report.render import DisplayTable, arrow, display_table, headline
@@ -85,6 +86,26 @@ def separation_html(g: Group) -> str:
     )
 
 
+def curves_html(c: Curves) -> str:
+    """Who leads at each budget, the crossovers and the unconverged curves."""
+    models = list(c.models)
+    head = "".join(f"<th>{_e(m)}</th>" for m in models)
+    rows = "".join(
+        f"<tr><td>{_e(fmt_x(b.x[c.budget_axis], c.budget_axis)) if c.budget_axis in b.x else '?'}"
+        "</td>"
+        + "".join(f"<td>{b.values[m]:.4f}</td>" for m in models)
+        + f"<td>{_e(b.leader or b.claim)}</td></tr>"
+        for b in c.budgets
+    )
+    notes = [*c.crossovers, *(f"{m}: not converged ({w})" for m, w in c.not_converged.items())]
+    return (
+        f"<details open><summary>who leads at each budget ({_e(c.metric_text())})</summary>"
+        f"<table><tr><th>budget</th>{head}<th>leader</th></tr>{rows}</table>"
+        + "".join(f'<p class="small">{_e(n)}</p>' for n in notes)
+        + "</details>"
+    )
+
+
 def _protocol_html(g: Group) -> str:
     p = g.protocol
     if not p:
@@ -147,6 +168,8 @@ def render(
             parts.append(f'<p class="headline">{_e(line)}</p>')
         parts.append(table_html(t))
         parts.append(separation_html(g))
+        if g.curves:
+            parts.append(curves_html(g.curves))
         per_seed = display_table(summary, g, per_seed=True)
         parts.append(
             f"<details><summary>per-seed values ({len(per_seed.rows)} rows)</summary>"

@@ -213,58 +213,17 @@ class PlotWriter:
 
     # -- quality vs training compute ---------------------------------------------------
     def vs_compute(self, g: Group, tag: str) -> None:
-        seeds = self.s.rows(g, "run")
-        key = primary_metric(seeds, lead=g.lead)
-        if key is None or seeds.empty:
+        from genbench.report import curve_plot
+
+        c = g.curves
+        if c is None:
             return
-        use_flops = (
-            "train_flops" in seeds
-            and pd.to_numeric(seeds["train_flops"], errors="coerce").notna().all()
-        )
-        xkey, xlabel = (
-            ("train_flops", "training FLOPs")
-            if use_flops
-            else ("kimg", "training images seen (kimg)")
-        )
-        labels = sorted({model_label(r) for _, r in seeds.iterrows()})
-        colors = self.colors
-        fig, axes = _new_figure(w=5.5, h=4.0)
-        ax = axes[0, 0]
-        curves = 0
-        snap_ns: set[Any] = set()
-        for _, r in seeds.iterrows():
-            lab = model_label(r)
-            rec = self.by_id.get(r["run_id"])
-            snaps = rec.snapshots() if rec else []
-            pts = []
-            for s in snaps:
-                sx = _num(s.get("flops")) if use_flops else _num(s.get("kimg"))
-                sy = _num(flatten_scores(s.get("scores") or {}).get(key))
-                if not (math.isnan(sx) or math.isnan(sy)):
-                    pts.append((sx, sy))
-                    snap_ns.add(s.get("n"))
-            if pts:
-                curves += 1
-                pts.sort()
-                ax.plot(*zip(*pts, strict=True), "-o", ms=3, color=colors[lab], alpha=0.6, lw=1.2)
-            ax.scatter(_num(r.get(xkey)), _num(r.get(key)), color=colors[lab], s=30, zorder=3)
-        for lab in labels:
-            ax.scatter([], [], color=colors[lab], label=lab)
-        ax.legend(fontsize=7)
-        if use_flops:
-            _log_x(ax)
-        ax.set_xlabel(xlabel)
-        col = COLUMN[key]
-        ax.set_ylabel(f"{col.label} ({'lower' if col.better == 'lower' else 'higher'} is better)")
-        ax.set_title(f"{g.title}: quality vs training compute", fontsize=10)
-        cap = "Points: each model and training seed at the end of training."
-        if curves:
-            ns = ", ".join(str(n) for n in sorted(snap_ns, key=str))
-            cap += (
-                f" Lines: snapshots during training scored on {ns} images; FID is biased by N, "
-                "so compare a line's shape, not its level, with the points."
-            )
-        self._emit(fig, f"compute-{tag}", f"Quality vs training compute, {g.title}", cap)
+        real = self.s.rows(g, "real")
+        floor = _num(real.iloc[0].get("kid")) if not real.empty and "kid" in real else None
+        fig, axes = _new_figure(3, w=4.0, h=3.3)
+        caption = curve_plot.draw(axes[0], c, self.colors, floor)
+        fig.suptitle(f"{g.title}: quality vs training compute", fontsize=10)
+        self._emit(fig, f"compute-{tag}", f"Quality vs training compute, {g.title}", caption)
 
     # -- quality vs sampling cost -------------------------------------------------------
     def vs_sampling(self, g: Group, tag: str) -> None:

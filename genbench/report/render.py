@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+import genbench.report.curves as curves
 import genbench.report.verdict as verdict
 from genbench.report.columns import COLUMN, COLUMNS, Column, is_pretrained, is_true, model_label
 from genbench.report.stats import CI_NOTE, Group, Summary, flagged_mask, primary_metric
@@ -197,6 +198,8 @@ def headline(summary: Summary, group: Group) -> str:
                 model_label(r) + (f" (copy rate {fmt_value(rate)})" if not _missing(rate) else "")
             )
         text += ". Flagged for copying training images, not ranked: " + ", ".join(names)
+    if group.curves and (budgets := curves.sentence(group.curves)):
+        text += f". Across budgets ({group.curves.metric_text()}): {budgets}"
     if group.derived:
         audits = [f"{model_label(r)}: {r['audit']}" for _, r in agg.iterrows() if r.get("audit")]
         text = f"Ranked apart: {verdict.DERIVED_NOTE}. {text}"

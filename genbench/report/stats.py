@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import genbench.report.curves as curves
 import genbench.report.verdict as verdict
 from genbench.metrics.protocol import COMPARABLE_KEYS, mark_comparable
 from genbench.report.collect import RunRecord, run_row
@@ -29,6 +30,7 @@ from genbench.report.columns import (
     model_label,
     variant_text,
 )
+from genbench.report.curves import Curves
 
 CI_NOTE = (
     "Values are means over training seeds ± the 95% Student-t confidence interval. With one "
@@ -74,6 +76,7 @@ class Group:
     lead: str = "fid"  # the metric the group is ranked on: KID at small N
     separation: dict[str, Any] = field(default_factory=dict)  # metric -> matrix (verdict.py)
     derived: bool = False  # models that make samples from training images, ranked apart
+    curves: Curves | None = None  # quality vs training compute (curves.py), when snapshotted
 
     @property
     def key(self) -> tuple[str, str, bool]:
@@ -122,6 +125,7 @@ class Summary:
                     "n": g.n,
                     "lead_metric": g.lead,
                     "separation": g.separation,
+                    "curves": g.curves.for_json() if g.curves else None,
                     "derived_from_training": g.derived,
                 }
                 for g in self.groups
@@ -343,6 +347,7 @@ def _judge(
     for k in extra[0]:
         agg[k] = [r.get(k) for r in extra]
     g.separation = {m: verdict.separation(models, m) for m in _lead_order(g.lead)}
+    g.curves = curves.build(models)
     return real, agg, seeds
 
 
