@@ -143,7 +143,10 @@ def test_packaged_experiments_are_found_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GENBENCH_CONFIG_PATH", raising=False)
     names = {e.name: e.origin for e in find_experiments()}
-    assert names == {"default": "packaged", "full": "packaged", "smoke": "packaged"}
+    shipped = sorted(
+        p.stem for p in (Path(__file__).parents[1] / "configs/experiments").glob("*.toml")
+    )
+    assert names == dict.fromkeys(shipped, "packaged") and "default" in names
     assert load_experiment("smoke").data.source == "digits"
 
 
@@ -223,3 +226,18 @@ def test_config_show_lists_every_key_with_its_description():
     line = next(x for x in resolved.splitlines() if x.startswith("guidance_scale"))
     assert line.startswith("guidance_scale = 2.0") and line.endswith("default 3.0")
     assert tomllib.loads(show_config("train", experiment="smoke"))["kimg"] == 0.256
+
+
+def test_an_experiment_extends_another_table_by_table(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text('name = "base"\nmodels = ["dcgan"]\n[train]\nkimg = 3\nbatch_size = 8\n')
+    child = write(tmp_path, f'extends = "{base}"\nname = "child"\n[train]\nkimg = 5\n')
+    exp = load_experiment(str(child))
+    assert (exp.name, exp.models, exp.train.kimg, exp.train.batch_size) == (
+        "child", ["dcgan"], 5, 8,
+    )  # fmt: skip
+    lit = load_experiment("full-literature")
+    assert lit.metrics.reference == "train" and lit.sample.n == load_experiment("full").sample.n
+    base.write_text(f'extends = "{child}"\nname = "base"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_experiment(str(child))

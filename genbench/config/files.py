@@ -164,6 +164,29 @@ def _drop_none(d: Any) -> Any:
     return d
 
 
+def read_experiment(path: Path, *, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """An experiment file's table; a top-level ``extends = "<experiment>"`` takes that
+    experiment (by name or path) as the base and this file's keys over it, table by table."""
+    if path.resolve() in _chain:
+        names = " -> ".join(p.stem for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: experiments extend each other in a cycle: {names}")
+    raw = read_toml(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: extends must name an experiment, e.g. extends = \"full\"")
+    base = read_experiment(find_experiment(base_name), _chain=(*_chain, path.resolve()))
+    return _merge(base, raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def read_run_config(path: Path) -> RunConfig:
     raw = read_toml(path)
     try:

@@ -16,7 +16,7 @@ from genbench.config.files import (
     check_no_model_files,
     find_experiment,
     format_validation_error,
-    read_toml,
+    read_experiment,
 )
 from genbench.config.schema import SECTIONS, ExperimentConfig, RunConfig
 from genbench.contract import GeneratorConfig
@@ -70,7 +70,7 @@ def load_experiment(
     model_names: set[str] | None = None,
 ) -> ExperimentConfig:
     path = find_experiment(name_or_path)
-    raw = read_toml(path)
+    raw = read_experiment(path)
     try:
         ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

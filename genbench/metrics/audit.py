@@ -235,9 +235,11 @@ def plan_text(cfg: Any) -> str:
         f"{d.validation_size} leaves {max(spare, 0)} beside evaluate()'s {cfg.train.eval_images}:"
         f" fewer than 2 x {want}, so some overlap them)"
     )
+    # A training-split reference (metrics.reference = "train") takes no held-out images.
+    before = "" if m.reference == "train" else f"the {n_ref}-image reference and "
     return (
         f"copy audit: on; {n} samples against the training split, the validation slice "
         f"(<= {d.validation_size} images) and the whole held-out split; fresh images for "
-        f"calibration and check: 2 x {want} held-out images after the {n_ref}-image reference "
-        f"and the {n}-image real-data row where the split holds them, {fallback}"
+        f"calibration and check: 2 x {want} held-out images after {before}"
+        f"the {n}-image real-data row where the split holds them, {fallback}"
     )
