@@ -18,11 +18,10 @@ from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
 from genbench.data.sources import IMAGE_EXTENSIONS
-from genbench.sampling import save_png
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import CheckpointError, GenbenchError
-from genbench.utils.files import atomic_write
+from genbench.utils.files import atomic_write, save_png
 from genbench.utils.naming import slug
 
 #: PIL modes read as grayscale; every other mode is read as RGB.

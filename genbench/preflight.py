@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 PNG_OVERHEAD = 1024
 
 
-def extractor(experiment: ExperimentConfig) -> ExtractorChoice | None:
+def resolve_extractor(experiment: ExperimentConfig) -> ExtractorChoice | None:
     """The Inception extractor the experiment's scoring will use (None: metrics off).
     Raises the one-line error scoring would raise when no weights are available."""
     if not experiment.metrics.enabled:
@@ -58,10 +58,16 @@ def check_disk(results_dir: Path, configs: Sequence[RunConfig]) -> None:
 
 
 def preflight(
-    experiment: ExperimentConfig, configs: Sequence[RunConfig], results_dir: Path
+    experiment: ExperimentConfig,
+    configs: Sequence[RunConfig],
+    results_dir: Path,
+    *,
+    extractor: ExtractorChoice | None = None,
 ) -> ExtractorChoice | None:
     """What can be checked before the data loads (for the runs with these configs);
-    returns the extractor scoring will use."""
-    choice = extractor(experiment)
+    returns the extractor scoring will use (``extractor``, when given and metrics are on)."""
+    choice = None
+    if experiment.metrics.enabled:
+        choice = extractor or resolve_extractor(experiment)
     check_disk(results_dir, configs)
     return choice

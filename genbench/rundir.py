@@ -31,12 +31,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genbench.train.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
-from genbench.utils.files import read_json, read_jsonl, write_json, write_jsonl
+from genbench.utils.files import read_json, read_jsonl, write_files, write_json, write_jsonl
 from genbench.utils.naming import digest
 
 if TYPE_CHECKING:
@@ -111,6 +112,16 @@ class RunFolder:
 
     def set_status(self, status: str, **extra: Any) -> None:
         set_status(self.path, status, **extra)
+
+    # -- writing -------------------------------------------------------------------
+    def write_files(self, files: Mapping[str, Any]) -> None:
+        """Files the metric units made in memory (copies.json, copies.png, bootstrap.json)."""
+        write_files(self.path, files)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """metrics.json, then status done: a folder marked done is complete."""
+        write_json(self.metrics, metrics)
+        self.set_status("done")
 
     def clear_outputs(self) -> None:
         """A fresh start: an interrupted attempt's checkpoints and samples must not leak in,

@@ -9,7 +9,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from genbench.utils.distributed import (
 from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra, first_line, one_line
 from genbench.utils.progress import Reporter
 
+if TYPE_CHECKING:
+    from genbench.metrics.inception import ExtractorChoice
+
 
 @dataclass
 class PlannedRun:
@@ -65,12 +68,14 @@ class RunOutcome:
 @dataclass(frozen=True)
 class RunOptions:
     """How planned runs execute (``genbench run``'s flags): the results folder, --resume,
-    --force, and where progress goes (None: quiet)."""
+    --force, where progress goes (None: quiet), and the Inception extractor scoring uses
+    (None: the one ``metrics`` chooses; tests pass a stand-in)."""
 
     results_dir: Path
     resume: bool = False
     force: bool = False
     reporter: Reporter | None = None
+    extractor: ExtractorChoice | None = None
 
 
 def plan(experiment: ExperimentConfig, *, experiment_file: str = "experiment") -> list[PlannedRun]:
@@ -130,13 +135,20 @@ def run_experiment(
     experiment_file: str = "experiment",
     only: set[str] | None = None,
     real_row: bool = True,
+    extractor: ExtractorChoice | None = None,
 ) -> list[RunOutcome]:
     """Plan and run one experiment's (model x seed) runs (``only``: just these run ids)."""
     experiment = with_device(experiment, device)
     runs = plan(experiment, experiment_file=experiment_file)
     if only is not None:
         runs = [r for r in runs if r.run_id in only]
-    options = RunOptions(results_dir=results_dir, resume=resume, force=force, reporter=reporter)
+    options = RunOptions(
+        results_dir=results_dir,
+        resume=resume,
+        force=force,
+        reporter=reporter,
+        extractor=extractor,
+    )
     return run_planned(experiment, runs, options=options, real_row=real_row)
 
 
@@ -162,6 +174,7 @@ def run_planned(
             reporter=options.reporter or Reporter(),
             real_row=real_row,
             dist_info=dist_info,
+            extractor=options.extractor,
         )
     finally:
         # Leave the process group (gloo aborts at exit otherwise); wait for the other ranks
@@ -180,6 +193,7 @@ def _run_planned(
     reporter: Reporter,
     real_row: bool,
     dist_info: DistInfo,
+    extractor: ExtractorChoice | None,
 ) -> list[RunOutcome]:
     dev = device
     if dist_info.enabled and dev.type == "cuda":
@@ -200,11 +214,11 @@ def _run_planned(
 
     # What scoring will need (extractor weights, disk), then the data and what each model
     # needs of it: a missing piece is an error for the whole command, before any training.
-    preflight(experiment, [r.config for r in todo], results_dir)
+    choice = preflight(experiment, [r.config for r in todo], results_dir, extractor=extractor)
     bundle = _load_data(experiment, reporter)
     check_specs(todo, bundle)
-    if experiment.metrics.enabled and dist_info.is_main and real_row:
-        _real_data_row(bundle, experiment, results_dir, reporter, device=dev)
+    if choice is not None and dist_info.is_main and real_row:
+        real_data_row(bundle, experiment, results_dir, reporter, device=dev, choice=choice)
     for r in todo:
         outcomes.append(
             _run_locked(
@@ -216,6 +230,7 @@ def _run_planned(
                 device=dev,
                 reporter=reporter,
                 dist_info=dist_info,
+                choice=choice,
             )
         )
     return outcomes
@@ -233,21 +248,35 @@ def _load_data(experiment: ExperimentConfig, reporter: Reporter) -> DataBundle:
     return bundle
 
 
-def _real_data_row(
+def real_data_row(
     bundle: DataBundle,
     experiment: ExperimentConfig,
     results_dir: Path,
     reporter: Reporter,
     *,
     device: torch.device,
-) -> None:
-    """The real-data row (training subset vs held-out): the floor every model is scored against."""
-    from genbench.metrics import score_real_data
+    choice: ExtractorChoice,
+) -> Path | None:
+    """The real-data row (held-out images, scored like a sample set): the floor every
+    model is read against. A folder already done is left alone; a failure is reported
+    and never stops the models' runs. Returns the folder (None when it failed)."""
+    from genbench.metrics.real import real_data_run_id, score_real_data
 
+    folder = RunFolder(results_dir / real_data_run_id(experiment, choice))
     try:
-        score_real_data(bundle, experiment, results_dir, reporter, device=device)
+        if folder.is_done():
+            reporter.info(f"{folder.name}: already done, skipped")
+            return folder.path
+        folder.set_status("running")
+        scored = score_real_data(
+            bundle, experiment, choice=choice, device=device, run_id=folder.name, reporter=reporter
+        )
+        folder.write_files(scored.files)
+        folder.write_metrics(scored.record)
+        return folder.path
     except Exception as exc:  # the floor row failing must not stop the models' runs
         reporter.error(f"real-data row failed: {one_line(exc)}")
+        return None
 
 
 def _run_locked(
@@ -260,6 +289,7 @@ def _run_locked(
     device: torch.device,
     reporter: Reporter,
     dist_info: DistInfo,
+    choice: ExtractorChoice | None,
 ) -> RunOutcome:
     """One process per run folder: a second `genbench run` skips it instead of waiting.
     Under torchrun rank 0 holds the lock and the other ranks follow its decision."""
@@ -270,7 +300,14 @@ def _run_locked(
         if broadcast_object(dist_info, not force and RunFolder(rd).is_done()):
             return _skip(r, rd, reporter)  # another process finished it while data loaded
         return _run_one(
-            r, bundle, rd, device=device, resume=resume, reporter=reporter, dist_info=dist_info
+            r,
+            bundle,
+            rd,
+            device=device,
+            resume=resume,
+            reporter=reporter,
+            dist_info=dist_info,
+            choice=choice,
         )
     finally:
         if lock is not None:
@@ -373,6 +410,7 @@ def _run_one(
     resume: bool,
     reporter: Reporter,
     dist_info: DistInfo = SINGLE,
+    choice: ExtractorChoice | None = None,
 ) -> RunOutcome:
     try:
         if r.error is not None:
@@ -387,6 +425,7 @@ def _run_one(
             resume=resume,
             reporter=reporter,
             dist_info=dist_info,
+            choice=choice,
         )
         return RunOutcome(
             r.run_id, r.config.model, r.config.seed, "done", run_dir=rd, metrics=metrics

@@ -10,13 +10,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from genbench.contract import Generator
 from genbench.data import ImageSet, to_uint8
-from genbench.utils.files import read_json, write_json
+from genbench.utils.files import read_json, save_png, write_json
 
 MANIFEST = "manifest.json"
 
@@ -93,14 +91,6 @@ def assemble(
         for k, v in info.get(b, {}).items():
             merged.setdefault(k, []).extend(v)
     return torch.cat([images[b] for b in order]), merged
-
-
-def save_png(img: torch.Tensor, path: Path) -> None:
-    """uint8 C x H x W -> PNG (grayscale as mode L)."""
-    arr = img.numpy()
-    Image.fromarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))).save(
-        path, format="PNG"
-    )
 
 
 def write_sample_set(out_dir: Path, images: torch.Tensor, manifest: dict[str, Any]) -> None:
