@@ -271,7 +271,7 @@ def _write_images(
     import torch
 
     from genbench.data import to_uint8
-    from genbench.sampling import write_sample_set
+    from genbench.rundir import write_sample_set
     from genbench.utils.errors import GenbenchError
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):

@@ -18,6 +18,7 @@ from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
 from genbench.data.sources import IMAGE_EXTENSIONS
+from genbench.rundir import RunFolder
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import CheckpointError, GenbenchError
@@ -235,8 +236,10 @@ def render_grid(
         nrow = nrow or (n if full_rows else None)
     images = torch.cat([to_uint8(r) for r in rows])
     nrow = nrow or max(1, int(math.sqrt(len(images))))
-    path = out or run_dir / "grids" / f"{what}-seed{seed}.png"
-    return save_grid(images, path, nrow=nrow)
+    if out is not None:
+        return save_grid(images, out, nrow=nrow)
+    grid = tile_tensor(images, nrow=nrow)
+    return RunFolder(run_dir).write_grid(f"{what}-seed{seed}.png", grid)
 
 
 def _sampled_rows(

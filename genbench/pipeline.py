@@ -28,7 +28,7 @@ from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
 from genbench.pretrained import load_pretrained, train_record
 from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
-from genbench.sampling import assemble, generate, plan_labels, write_sample_set
+from genbench.sampling import assemble, generate, plan_labels
 from genbench.trackers import Trackers, open_trackers
 from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, restore
 from genbench.train.duties import Track
@@ -43,7 +43,7 @@ from genbench.utils.distributed import (
     broadcast_object,
 )
 from genbench.utils.errors import ConfigError, GenbenchError
-from genbench.utils.files import read_jsonl, write_json, write_text
+from genbench.utils.files import read_jsonl
 from genbench.utils.progress import Reporter
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def execute_run(
             barrier(dist_info)  # wait while rank 0 writes and scores
             return {}
         manifest = sample_manifest(run, model, samples)
-        write_sample_set(run.folder.samples, samples.images, manifest)
+        run.folder.write_samples(samples.images, manifest)
         step = trained.result.steps if trained.result is not None else 0  # 0: pretrained
         track(run, step=step, images=samples.images)
         metrics = describe(run, model, trained, samples)
@@ -144,17 +144,14 @@ def prepare(run: Run, *, resume: bool) -> GeneratorConfig:
     config before any training starts."""
     cfg, folder = run.config, run.folder
     if run.main:
-        if not resume and folder.status():
-            folder.clear_outputs()  # a fresh start: no old checkpoint may leak in
-        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.start(resume=resume)  # a fresh start: no old checkpoint may leak in
     model_cfg = run.cls.Config.model_validate(cfg.generator)
     try:
         run.cls.check_spec(run.bundle.spec, model_cfg)
     except ValueError as exc:
         raise ConfigError(f"{cfg.model} cannot train on this data: {exc}") from None
     if run.main:
-        write_text(folder.config, run_config_toml(cfg))
-        write_json(folder.split, run.bundle.split)
+        folder.write_config(run_config_toml(cfg), run.bundle.split)
         folder.set_status("running", phase="train")
     barrier(run.dist_info)  # every rank sees the cleaned folder before resuming from it
     return model_cfg
@@ -401,8 +398,7 @@ def score(
 
 def write(run: Run, metrics: dict[str, Any]) -> None:
     """metrics.json, then status done: a folder marked done is complete."""
-    write_json(run.folder.metrics, metrics)
-    run.folder.set_status("done")
+    run.folder.write_metrics(metrics)
     barrier(run.dist_info)
 
 

@@ -18,7 +18,7 @@ from genbench.images import image_files, read_images
 from genbench.metrics import mark_comparable, protocol_differences, scoring
 from genbench.metrics.fid import fid_low_rank
 from genbench.metrics.fidelity import fidelity_from_features
-from genbench.sampling import save_png
+from genbench.utils.files import save_png
 from tests.conftest import FAST_AUDIT
 from tests.standin import STANDIN_NAME, standin_choice
 
