@@ -18,7 +18,7 @@ from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
 from genbench.data.sources import IMAGE_EXTENSIONS
-from genbench.rundir import RunFolder
+from genbench.runs.folder import RunFolder
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import CheckpointError, GenbenchError
@@ -113,7 +113,7 @@ def load_trained_run(run_dir: Path, *, device: str = "auto") -> tuple[Generator,
     cfg = read_run_config(run_dir / "config.toml")
     cls = registry.load(cfg.model)
     if cfg.pretrained is not None:  # no checkpoint of its own: load its source again
-        from genbench.pretrained import load_pretrained
+        from genbench.runs.pretrained import load_pretrained
 
         bundle = load_data(cfg.data)
         model, _ = load_pretrained(

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from genbench.images import tile_tensor
-from genbench.rundir import TENSORBOARD, read_wandb_id, write_wandb_id
+from genbench.runs.folder import TENSORBOARD, read_wandb_id, write_wandb_id
 from genbench.utils.errors import one_line
 
 TRACKERS = ("jsonl", "tensorboard", "wandb")

@@ -14,7 +14,7 @@ from genbench.metrics import datacopy, mixes, scoring
 from genbench.metrics.audit import copy_audit, fresh_sets, pool_of
 from genbench.metrics.copies import CopySettings, wilson
 from genbench.metrics.descriptor import DescriptorSettings, get_descriptor
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
 from tests.conftest import FAST_AUDIT, tiny_experiment
 from tests.standin import standin_choice
 from tests.test_reliability import _site

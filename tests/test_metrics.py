@@ -254,7 +254,7 @@ def test_config_rejects_unknown_metric():
 
 
 def test_runner_writes_scores_protocol_and_real_row(tmp_path):
-    from genbench.runner import real_data_row, run_experiment
+    from genbench.runs.grid import real_data_row, run_experiment
     from genbench.utils.progress import Reporter
 
     exp = ExperimentConfig(

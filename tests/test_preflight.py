@@ -9,10 +9,10 @@ from collections import namedtuple
 import pytest
 from typer.testing import CliRunner
 
-from genbench import preflight
 from genbench.cli import app
 from genbench.config import load_experiment
 from genbench.metrics import inception
+from genbench.runs import preflight
 from genbench.utils.errors import GenbenchError
 
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from genbench.cli import app
 from genbench.config import MetricsConfig
-from genbench.pretrained import NOTE
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
+from genbench.runs.pretrained import NOTE
 from tests.conftest import tiny_experiment
 from tests.standin import standin_choice
 

@@ -19,7 +19,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER_MODULE = "genbench/rundir.py"
+FOLDER_MODULE = "genbench/runs/folder.py"
 ALLOWED = {FOLDER_MODULE, "genbench/utils/files.py"}
 ALLOWED_TREES = ("genbench/train/",)
 

@@ -6,7 +6,7 @@ import torch
 
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.metrics import scoring
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
 from tests.standin import standin_choice
 
 

@@ -6,6 +6,7 @@ snapshots during training), and the cut of the held-out split it scores against.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,18 @@ def score_set(
     )
     selected = units.selected(metrics_cfg)
     _features(job, x, selected, reporter=reporter, label=label, features=features)
-    res = _run_units(selected, x, job=job, reporter=reporter, label=label)
+    # Each unit in turn, called from here (no frame between a run and its metric function);
+    # one whose feature space is unavailable gets None and the reason.
+    res = units.UnitResult()
+    for unit in selected:
+        if unit.space in job.missing:
+            res.merge(_unavailable(unit, job.missing[unit.space]))
+            continue
+        with _phase(reporter, label, unit):
+            res.merge(unit.function()(x))
+    for w in res.warnings:
+        job.notes.append(w)
+        reporter.warn(f"{label}: {w}")
     protocol = _protocol(job, x, choice=choice, sampling=sampling, used=res.used)
     record = {
         "scores": res.scores,
@@ -222,34 +234,17 @@ def score_set(
     return ScoredSet(record, res.files)
 
 
-def _run_units(
-    selected: tuple[units.MetricUnit, ...],
-    inputs: units.UnitInputs,
-    *,
-    job: _Job,
-    reporter: Reporter,
-    label: str,
-) -> units.UnitResult:
-    """Each unit in turn; one whose feature space is unavailable gets None and the reason."""
-    res = units.UnitResult()
-    for unit in selected:
-        if unit.space in job.missing:
-            why = job.missing[unit.space]
-            res.merge(
-                units.UnitResult(
-                    scores={c.key: None for c in unit.columns},
-                    unavailable={c.key: why for c in unit.columns},
-                )
-            )
-        elif unit.progress:
-            with reporter.phase(f"{label}: {unit.progress}", total=None):
-                res.merge(unit.function()(inputs))
-        else:
-            res.merge(unit.function()(inputs))
-    for w in res.warnings:
-        job.notes.append(w)
-        reporter.warn(f"{label}: {w}")
-    return res
+def _unavailable(unit: units.MetricUnit, why: str) -> units.UnitResult:
+    return units.UnitResult(
+        scores={c.key: None for c in unit.columns}, unavailable={c.key: why for c in unit.columns}
+    )
+
+
+def _phase(reporter: Reporter, label: str, unit: units.MetricUnit) -> AbstractContextManager[Any]:
+    """A progress phase while a slow unit runs (``MetricUnit.progress``)."""
+    if not unit.progress:
+        return nullcontext()
+    return reporter.phase(f"{label}: {unit.progress}", total=None)
 
 
 def _prepare(

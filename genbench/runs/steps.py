@@ -5,7 +5,7 @@
 
 Under torchrun every rank runs the steps together (training, sampling and the
 sample features are split across ranks); rank 0 alone writes the run folder and
-scores. Which runs to do, and what a failure means, is :mod:`genbench.runner`'s job.
+scores. Which runs to do, and what a failure means, is :mod:`genbench.runs.grid`'s job.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from genbench._version import __version__
 from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.pretrained import load_pretrained, train_record
-from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
-from genbench.sampling import assemble, generate, plan_labels
+from genbench.runs.folder import RunFolder, copy_training, find_trained_twin, train_key
+from genbench.runs.pretrained import load_pretrained, train_record
+from genbench.runs.samples import assemble, generate, plan_labels
 from genbench.trackers import Trackers, open_trackers
 from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, restore
 from genbench.train.duties import Track
