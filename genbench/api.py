@@ -8,7 +8,7 @@
 >>> genbench.build_report("results")                  # tables, plots, report.html
 >>> genbench.init_project("my-bench")                 # a starter project (genbench init)
 
-Each function is a thin wrapper over the library (:mod:`genbench.runner`,
+Each function is a thin wrapper over the library (:mod:`genbench.runs`,
 :mod:`genbench.report`, :mod:`genbench.metrics`), so a number obtained here is
 the number the CLI prints. Errors a user can fix raise :class:`genbench.utils.errors.GenbenchError`
 (or a subclass) with a one-line message.
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from genbench.config import ExperimentConfig
     from genbench.report import Report
-    from genbench.runner import PlannedRun, RunOutcome
+    from genbench.runs.grid import RunOutcome
+    from genbench.runs.plan import PlannedRun
     from genbench.utils.progress import Reporter
 
 #: ``["train.kimg=5", "dcgan.lr=2e-4"]`` (as ``--set``) or ``{"train.kimg": 5, "dcgan.lr": 2e-4}``.
@@ -85,7 +86,7 @@ def _resolve(
 ) -> tuple[Path, list[ExperimentConfig]]:
     from genbench import registry
     from genbench.config import find_experiment, load_experiment, toml_value
-    from genbench.runner import sweep_points
+    from genbench.runs.plan import sweep_points
     from genbench.utils.errors import ConfigError
 
     sets = _override_list(overrides)
@@ -137,7 +138,7 @@ def plan(
 ) -> list[PlannedRun]:
     """The runs :func:`run` would do, with their fully resolved configs and run ids; nothing
     is trained or written (``genbench run --dry-run``). Arguments as in :func:`run`."""
-    from genbench.runner import plan_grid
+    from genbench.runs.plan import plan_grid
 
     path, exps = _resolve(
         experiment,
@@ -176,11 +177,11 @@ def run(
     progress goes (``genbench.utils.progress.Reporter(rich.console.Console())`` shows it; the
     default is quiet).
 
-    Returns one :class:`genbench.runner.RunOutcome` per run (status ``done``, ``skipped``
+    Returns one :class:`genbench.runs.grid.RunOutcome` per run (status ``done``, ``skipped``
     or ``failed`` with its error); a failing run never stops the others. Read the scores
     with :func:`load_results`.
     """
-    from genbench.runner import RunOptions, run_grid
+    from genbench.runs.grid import RunOptions, run_grid
     from genbench.utils.progress import Reporter
 
     path, exps = _resolve(
@@ -271,7 +272,7 @@ def _write_images(
     import torch
 
     from genbench.data import to_uint8
-    from genbench.sampling import write_sample_set
+    from genbench.runs.folder import write_sample_set
     from genbench.utils.errors import GenbenchError
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):

@@ -282,7 +282,7 @@ def bench_scoring(
     from genbench.metrics.features import extract_features
     from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
     from genbench.metrics.scoring import extractor_for
-    from genbench.sampling import save_png
+    from genbench.utils.files import save_png
 
     choice = extractor_for(MetricsConfig())
     g = torch.Generator().manual_seed(seed)

@@ -18,11 +18,11 @@ from genbench.config import read_run_config
 from genbench.contract import Generator
 from genbench.data import DataBundle, load_data, to_uint8
 from genbench.data.sources import IMAGE_EXTENSIONS
-from genbench.sampling import save_png
+from genbench.runs.folder import RunFolder
 from genbench.train.checkpoints import latest_checkpoint, restore
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import CheckpointError, GenbenchError
-from genbench.utils.files import atomic_write
+from genbench.utils.files import atomic_write, save_png
 from genbench.utils.naming import slug
 
 #: PIL modes read as grayscale; every other mode is read as RGB.
@@ -113,7 +113,7 @@ def load_trained_run(run_dir: Path, *, device: str = "auto") -> tuple[Generator,
     cfg = read_run_config(run_dir / "config.toml")
     cls = registry.load(cfg.model)
     if cfg.pretrained is not None:  # no checkpoint of its own: load its source again
-        from genbench.pretrained import load_pretrained
+        from genbench.runs.pretrained import load_pretrained
 
         bundle = load_data(cfg.data)
         model, _ = load_pretrained(
@@ -236,8 +236,10 @@ def render_grid(
         nrow = nrow or (n if full_rows else None)
     images = torch.cat([to_uint8(r) for r in rows])
     nrow = nrow or max(1, int(math.sqrt(len(images))))
-    path = out or run_dir / "grids" / f"{what}-seed{seed}.png"
-    return save_grid(images, path, nrow=nrow)
+    if out is not None:
+        return save_grid(images, out, nrow=nrow)
+    grid = tile_tensor(images, nrow=nrow)
+    return RunFolder(run_dir).write_grid(f"{what}-seed{seed}.png", grid)
 
 
 def _sampled_rows(

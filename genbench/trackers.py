@@ -27,9 +27,8 @@ from typing import Any
 import torch
 
 from genbench.images import tile_tensor
-from genbench.rundir import TENSORBOARD, WANDB_ID
+from genbench.runs.folder import TENSORBOARD, read_wandb_id, write_wandb_id
 from genbench.utils.errors import one_line
-from genbench.utils.files import read_json, write_json
 
 TRACKERS = ("jsonl", "tensorboard", "wandb")
 GRID_IMAGES = 64
@@ -109,7 +108,7 @@ class WandbTracker(Tracker):
     ) -> None:
         import wandb
 
-        saved = _read_wandb_file(run_dir) if resume else {}
+        saved = read_wandb_id(run_dir) if resume else {}
         wb_id = saved.get("id") or f"{run_id[:48]}-{secrets.token_hex(4)}"
         project = os.environ.get("WANDB_PROJECT") or "genbench"
         self.run = wandb.init(
@@ -127,8 +126,8 @@ class WandbTracker(Tracker):
         self._wandb = wandb
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
-        write_json(
-            run_dir / WANDB_ID,
+        write_wandb_id(
+            run_dir,
             {"id": wb_id, "project": project, "mode": os.environ.get("WANDB_MODE", "online")},
         )
 
@@ -279,10 +278,3 @@ def sample_grid(images: torch.Tensor, *, n: int = GRID_IMAGES) -> torch.Tensor:
     """The first ``n`` of a uint8 N x C x H x W sample set as one uint8 C x H x W grid."""
     images = images[:n]
     return tile_tensor(images, nrow=max(1, math.ceil(math.sqrt(len(images)))))
-
-
-def _read_wandb_file(run_dir: Path) -> dict[str, Any]:
-    try:
-        return read_json(run_dir / WANDB_ID)
-    except (OSError, ValueError):
-        return {}

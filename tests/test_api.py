@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import genbench
 from genbench.cli import app
 from genbench.metrics import scoring
-from genbench.sampling import read_sample_set
+from genbench.runs.folder import read_sample_set
 from genbench.utils.errors import ConfigError, GenbenchError
 from tests.standin import standin_choice
 

@@ -14,7 +14,7 @@ from genbench.metrics import datacopy, mixes, scoring
 from genbench.metrics.audit import copy_audit, fresh_sets, pool_of
 from genbench.metrics.copies import CopySettings, wilson
 from genbench.metrics.descriptor import DescriptorSettings, get_descriptor
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
 from tests.conftest import FAST_AUDIT, tiny_experiment
 from tests.standin import standin_choice
 from tests.test_reliability import _site
@@ -283,14 +283,15 @@ def copier_results(copier_site, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(copier_site))
     mp.setenv("GENBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "gbcache"))
-    mp.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
     registry.discover.cache_clear()
     models = [*COPIER_NAMES, "declared-blend", "dcgan"]
     metrics = MetricsConfig(classifier=False, per_class=False, bootstrap=50, **FAST_AUDIT)
     exp = tiny_experiment(models, n=48, kimg=0.064).model_copy(update={"metrics": metrics})
     out_dir = tmp_path_factory.mktemp("copier-results")
     try:
-        outcomes = run_experiment(exp, results_dir=out_dir, device="cpu")
+        outcomes = run_experiment(
+            exp, results_dir=out_dir, device="cpu", extractor=standin_choice()
+        )
     finally:
         registry.discover.cache_clear()
         mp.undo()

@@ -221,7 +221,7 @@ def test_end_to_end_run_records_blend_sources_and_test_loss(tmp_path):
     from sklearn.datasets import load_digits
 
     from genbench.data import load_data
-    from genbench.runner import run_experiment
+    from genbench.runs.grid import run_experiment
 
     exp = ExperimentConfig(
         name="denoiser-e2e",

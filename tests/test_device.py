@@ -7,7 +7,7 @@ import torch
 
 from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
-from genbench.pipeline import environment
+from genbench.runs.steps import environment
 from genbench.train.loop import train
 from genbench.utils import device as gdev
 from genbench.utils.device import autocast_dtype, precision_name, seed_everything

@@ -8,7 +8,7 @@ from torch import nn
 
 from genbench.contract import DataSpec
 from genbench.diffusion import EMA, NoiseSchedule, UNet, lr_factor
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
 from genbench_baselines.cddpm import CDDPM, CDDPMConfig
 from genbench_baselines.ddpm import DDPM, DDPMConfig
 from tests.conftest import tiny_experiment

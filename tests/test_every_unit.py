@@ -51,8 +51,8 @@ def inputs() -> units.UnitInputs:
 
 
 @pytest.mark.parametrize("unit", units.metric_units(), ids=lambda u: u.name)
-def test_unit_returns_its_columns(unit, inputs, tmp_path):
-    inputs.out_dir = tmp_path
+def test_unit_returns_its_columns(unit, inputs):
+    inputs.keep_files = True
     result = unit.run(inputs)
     assert isinstance(result, units.UnitResult)
     for column in unit.columns:

@@ -15,10 +15,10 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.data import load_data
 from genbench.images import image_files, read_images
-from genbench.metrics import mark_comparable, protocol_differences, score_real_data, scoring
+from genbench.metrics import mark_comparable, protocol_differences, scoring
 from genbench.metrics.fid import fid_low_rank
 from genbench.metrics.fidelity import fidelity_from_features
-from genbench.sampling import save_png
+from genbench.utils.files import save_png
 from tests.conftest import FAST_AUDIT
 from tests.standin import STANDIN_NAME, standin_choice
 
@@ -258,9 +258,9 @@ def test_config_rejects_unknown_metric():
         MetricsConfig(names=["fid", "fdd"])
 
 
-def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
-    from genbench.runner import run_experiment
+def test_runner_writes_scores_protocol_and_real_row(tmp_path):
+    from genbench.runs.grid import real_data_row, run_experiment
+    from genbench.utils.progress import Reporter
 
     exp = ExperimentConfig(
         name="tiny",
@@ -271,7 +271,7 @@ def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
         sample=SampleConfig(n=24, batch_size=12),
         metrics=MetricsConfig(classifier_steps=30, **FAST_AUDIT),
     )
-    out = run_experiment(exp, results_dir=tmp_path)
+    out = run_experiment(exp, results_dir=tmp_path, extractor=standin_choice())
     assert [o.status for o in out] == ["done"]
     m = json.loads((out[0].run_dir / "metrics.json").read_text())
     assert m["scores"]["fid"] > 0 and m["scores"]["kid"]["std"] >= 0
@@ -288,7 +288,10 @@ def test_runner_writes_scores_protocol_and_real_row(tmp_path, monkeypatch):
     # The real-data row is held-out images: audited like a run, and not a copier.
     assert rm["copies"]["rate"] is not None and not rm["copies"]["flagged"]
     before = (real[0] / "metrics.json").stat().st_mtime_ns
-    assert score_real_data(load_data(DATA), exp, tmp_path) == real[0]
+    again = real_data_row(
+        load_data(DATA), exp, tmp_path, Reporter(), device=CPU, choice=standin_choice()
+    )
+    assert again == real[0]
     assert (real[0] / "metrics.json").stat().st_mtime_ns == before  # done folders are skipped
 
 
@@ -319,13 +322,7 @@ def test_cli_score_and_doctor(tmp_path, monkeypatch, bundle):
     assert doc.exit_code == 1 and "does not exist" in " ".join(doc.output.split())
 
 
-def test_score_run_reads_conditional_labels_from_the_manifest(tmp_path, monkeypatch, bundle):
-    from genbench.config import build_run_config
-    from genbench.metrics import score_run
-    from genbench.runner import _EmptyConfig
-    from genbench.sampling import write_sample_set
-
-    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
+def test_conditional_labels_come_from_the_manifest(bundle):
     exp = ExperimentConfig(
         name="cond",
         models=["dcgan"],
@@ -333,15 +330,25 @@ def test_score_run_reads_conditional_labels_from_the_manifest(tmp_path, monkeypa
         sample=SampleConfig(n=120),
         metrics=MetricsConfig(classifier_steps=60, memorization=False),
     )
-    cfg = build_run_config(exp, "dcgan", 0, _EmptyConfig())
     images, labels = bundle.train.images[:120], bundle.train.labels[:120]
     manifest = {
         "condition": "classes",
         "labels": labels.tolist(),
         "sampler": {"sampler": "s", "nfe": 3},
     }
-    write_sample_set(tmp_path / "samples", images, manifest)
-    out = score_run(run_dir=tmp_path, bundle=bundle, config=cfg)
+    assert scoring.class_labels({**manifest, "condition": "none"}, 120) is None
+    assert scoring.class_labels({**manifest, "labels": [0.5] * 120}, 120) is None  # mixtures
+    out = scoring.score_set(
+        images,
+        bundle=bundle,
+        data_cfg=exp.data,
+        metrics_cfg=exp.metrics,
+        n_ref=exp.sample.n,
+        choice=standin_choice(),
+        device=CPU,
+        labels=scoring.class_labels(manifest, len(images)),
+        sampling=manifest["sampler"],
+    ).record
     assert out["per_class"]["classes_scored"] == 10
     assert out["scores"]["class_consistency"] > 0.5
     assert out["protocol"]["sampling"] == {"sampler": "s", "nfe": 3}
@@ -357,7 +364,7 @@ def test_split_features_gathers_every_rank_share_in_image_order(monkeypatch, bun
     from genbench.utils.distributed import DistInfo
 
     images = bundle.train.images[:7]  # 7 images on 2 ranks: uneven shares
-    monkeypatch.setattr(scoring, "extractor_for", lambda *a, **k: standin_choice())
+    choice = standin_choice()
     shares: dict[int, object] = {}
 
     def gather(info, obj):  # a 2-rank all_gather: rank 0 posts its share, rank 1 gets both
@@ -368,8 +375,12 @@ def test_split_features_gathers_every_rank_share_in_image_order(monkeypatch, bun
 
     monkeypatch.setattr(scoring, "all_gather_objects", gather)
     with pytest.raises(_Pending):
-        scoring.split_features(images, _cfg(), device=CPU, dist_info=DistInfo(rank=0, world=2))
-    got = scoring.split_features(images, _cfg(), device=CPU, dist_info=DistInfo(rank=1, world=2))
+        scoring.split_features(
+            images, _cfg(), choice=choice, device=CPU, dist_info=DistInfo(rank=0, world=2)
+        )
+    got = scoring.split_features(
+        images, _cfg(), choice=choice, device=CPU, dist_info=DistInfo(rank=1, world=2)
+    )
     assert [len(shares[r][0]) for r in (0, 1)] == [4, 3]
     want = extract_features(images, choice=standin_choice(), device=CPU)
     assert set(got) == set(want)

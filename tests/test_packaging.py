@@ -101,7 +101,7 @@ def test_wheel_holds_genbench_and_genbench_baselines_only(wheel):
 
 def test_installed_wheel_runs_the_smoke_experiment_from_an_empty_folder(venv, tmp_path):
     from genbench.config import load_experiment
-    from genbench.runner import plan
+    from genbench.runs.plan import plan
 
     empty = tmp_path / "empty"
     empty.mkdir()

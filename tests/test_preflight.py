@@ -9,10 +9,10 @@ from collections import namedtuple
 import pytest
 from typer.testing import CliRunner
 
-from genbench import preflight
 from genbench.cli import app
 from genbench.config import load_experiment
 from genbench.metrics import inception
+from genbench.runs import preflight
 from genbench.utils.errors import GenbenchError
 
 
@@ -43,7 +43,7 @@ def test_run_offline_without_inception_weights_fails_before_training(no_weights,
 
 
 def test_metrics_off_needs_no_weights(no_weights):
-    assert preflight.extractor(load_experiment("smoke")) is None  # metrics.enabled = false
+    assert preflight.resolve_extractor(load_experiment("smoke")) is None  # metrics.enabled = false
 
 
 def test_too_little_disk_for_the_sample_sets_is_an_error(monkeypatch, tmp_path):

@@ -12,9 +12,8 @@ from typer.testing import CliRunner
 
 from genbench.cli import app
 from genbench.config import MetricsConfig
-from genbench.metrics import scoring
-from genbench.pretrained import NOTE
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
+from genbench.runs.pretrained import NOTE
 from tests.conftest import tiny_experiment
 from tests.standin import standin_choice
 
@@ -66,11 +65,10 @@ def scored_experiment(models, **pretrained):
     )
 
 
-def test_pretrained_diffusers_folder_is_scored_like_a_trained_run(tmp_path, monkeypatch):
+def test_pretrained_diffusers_folder_is_scored_like_a_trained_run(tmp_path):
     pytest.importorskip("diffusers")
     from diffusers import DDPMScheduler
 
-    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
     unet = save_tiny_unet(tmp_path / "unet")
     pipe = tmp_path / "pipe"
     save_tiny_unet(pipe / "unet")
@@ -78,12 +76,19 @@ def test_pretrained_diffusers_folder_is_scored_like_a_trained_run(tmp_path, monk
         pipe / "scheduler"
     )
     res = tmp_path / "results"
-    (trained,) = run_experiment(scored_experiment(["diffusers-unet"]), results_dir=res)
+    standin = standin_choice()
+    (trained,) = run_experiment(
+        scored_experiment(["diffusers-unet"]), results_dir=res, extractor=standin
+    )
     (pre,) = run_experiment(
-        scored_experiment(["diffusers-unet"], **{"diffusers-unet": str(unet)}), results_dir=res
+        scored_experiment(["diffusers-unet"], **{"diffusers-unet": str(unet)}),
+        results_dir=res,
+        extractor=standin,
     )
     (pre_pipe,) = run_experiment(
-        scored_experiment(["diffusers-unet"], **{"diffusers-unet": str(pipe)}), results_dir=res
+        scored_experiment(["diffusers-unet"], **{"diffusers-unet": str(pipe)}),
+        results_dir=res,
+        extractor=standin,
     )
     assert [o.status for o in (trained, pre, pre_pipe)] == ["done"] * 3
     assert len({trained.run_id, pre.run_id, pre_pipe.run_id}) == 3

@@ -2,7 +2,7 @@
 
 import json
 
-from genbench.rundir import (
+from genbench.runs.folder import (
     RunFolder,
     last_logged,
     put_snapshot,

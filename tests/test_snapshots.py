@@ -7,13 +7,12 @@ import torch
 
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.metrics import scoring
-from genbench.runner import run_experiment
+from genbench.runs.grid import run_experiment
 from tests.standin import standin_choice
 
 
 def test_snapshots_are_scored_at_the_configured_kimg(tmp_path, monkeypatch):
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
     exp = ExperimentConfig(
         name="snap",
         models=["dcgan"],
@@ -29,7 +28,7 @@ def test_snapshots_are_scored_at_the_configured_kimg(tmp_path, monkeypatch):
             snapshot_n=16,
         ),
     )
-    (out,) = run_experiment(exp, results_dir=tmp_path / "r")
+    (out,) = run_experiment(exp, results_dir=tmp_path / "r", extractor=standin_choice())
     assert out.status == "done", out.error
     recs = [json.loads(line) for line in (out.run_dir / "snapshots.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [2, 6] and [r["kimg"] for r in recs] == [0.032, 0.096]
@@ -57,11 +56,10 @@ def test_snapshots_at_fractions_of_a_flop_budget_recompute_from_their_pngs(tmp_p
     import torch_fidelity
 
     from genbench.data import load_data
-    from genbench.sampling import save_png
+    from genbench.utils.files import save_png
     from tests.standin import STANDIN_NAME
 
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
     data = DataConfig(source="digits", resolution=16, split="random")
     probe = ExperimentConfig(
         name="probe", models=["dcgan"], data=data, sample=SampleConfig(n=8, batch_size=8),
@@ -83,7 +81,7 @@ def test_snapshots_at_fractions_of_a_flop_budget_recompute_from_their_pngs(tmp_p
             ),
         }
     )  # fmt: skip
-    (out,) = run_experiment(exp, results_dir=tmp_path / "r")
+    (out,) = run_experiment(exp, results_dir=tmp_path / "r", extractor=standin_choice())
     assert out.status == "done", out.error
     assert out.metrics["train"]["steps"] == 8
     recs = [json.loads(line) for line in (out.run_dir / "snapshots.jsonl").read_text().splitlines()]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genbench.rundir import TENSORBOARD, WANDB_ID
+from genbench.runs.folder import TENSORBOARD, WANDB_ID
 from genbench.trackers import (
     Tracker,
     Trackers,
@@ -338,7 +338,7 @@ def test_bad_loggers_are_one_line_config_errors(value, message):
 def test_trackers_checkpoint_format_and_cpu_batching_stay_out_of_the_run_id_and_training_key():
     import hashlib
 
-    from genbench.rundir import train_key
+    from genbench.runs.folder import train_key
     from genbench_baselines.dcgan import DCGAN
 
     plain = run_config()
@@ -426,7 +426,7 @@ def test_runs_log_to_tensorboard_and_wandb_and_a_shared_training_is_replayed(
 def test_wandb_resume_continues_the_same_run_and_a_fresh_start_begins_a_new_one(
     tmp_path, wandb_offline
 ):
-    from genbench.rundir import RunFolder
+    from genbench.runs.folder import RunFolder
 
     def attempt(resume_step):
         t = open_trackers(

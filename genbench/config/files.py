@@ -175,7 +175,7 @@ def read_experiment(path: Path, *, _chain: tuple[Path, ...] = ()) -> dict[str, A
     if base_name is None:
         return raw
     if not isinstance(base_name, str):
-        raise ConfigError(f"{path}: extends must name an experiment, e.g. extends = \"full\"")
+        raise ConfigError(f'{path}: extends must name an experiment, e.g. extends = "full"')
     base = read_experiment(find_experiment(base_name), _chain=(*_chain, path.resolve()))
     return _merge(base, raw)
 

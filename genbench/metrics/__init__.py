@@ -1,12 +1,14 @@
-"""Scoring of saved sample sets with torch-fidelity: FID, KID, precision/recall and
-the Inception Score on uint8 images against the held-out split, plus per-class
-scores, class consistency and a copy audit, each with the protocol it
-was measured under (see :mod:`genbench.metrics.protocol`).
+"""Scoring of sample sets with torch-fidelity: FID, KID, precision/recall and the
+Inception Score on uint8 images against the held-out split, plus per-class scores,
+class consistency and a copy audit, each with the protocol it was measured under (see
+:mod:`genbench.metrics.protocol`).
 
-Public entry points: :func:`score_run` (the runner's hook), :func:`score_real_data`
-(the real-data floor row), :func:`score_folder` (``genbench score``) and
-:func:`doctor` (``genbench doctor``). Each metric or audit is a registered unit
-(:mod:`genbench.metrics.units`); :func:`register_metric` adds one.
+Public entry points: :func:`score_set` and :func:`score_images` (images in memory: a
+run's samples, a snapshot), :func:`score_real_data` (the real-data floor row),
+:func:`score_folder` (``genbench score``) and :func:`doctor` (``genbench doctor``).
+Scoring takes its extractor as an argument and writes no run folder. Each metric or
+audit is a registered unit (:mod:`genbench.metrics.units`); :func:`register_metric`
+adds one.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from genbench.metrics.protocol import (
     protocol_differences,
 )
 from genbench.metrics.real import score_real_data
-from genbench.metrics.scoring import extractor_for, score_images, score_run, split_features
+from genbench.metrics.scoring import (
+    ScoredSet,
+    extractor_for,
+    score_images,
+    score_set,
+    split_features,
+)
 from genbench.metrics.units import (
     Column,
     MetricUnit,
@@ -59,6 +67,7 @@ __all__ = [
     "Column",
     "ExtractorChoice",
     "MetricUnit",
+    "ScoredSet",
     "UnitInputs",
     "UnitResult",
     "choose_extractor",
@@ -73,7 +82,7 @@ __all__ = [
     "score_folder",
     "score_images",
     "score_real_data",
-    "score_run",
+    "score_set",
     "split_features",
 ]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +21,8 @@ from genbench.metrics.copies import (
     calibrate,
     concat_stats,
     make_pool,
+    pair_files,
     query_stats,
-    save_pairs,
     verdict,
 )
 from genbench.metrics.descriptor import DescriptorSettings
@@ -95,10 +94,11 @@ def copy_audit(
     device: torch.device,
     describe: dict[str, Any],
     exclude: torch.Tensor | None = None,
-    out_dir: Path | None = None,
+    files: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The copy audit of one image set (see the module docstring). ``exclude``: each
-    image's own pool position when the set is real images from the pool (the real-data row)."""
+    image's own pool position when the set is real images from the pool (the real-data row).
+    ``files``: receives copies.json and copies.png (the result then lists the pairs shown)."""
     t0 = time.perf_counter()
     n_fresh = len(fresh.calibration) + len(fresh.check)
     k = cells_for(len(gen_images), n_fresh, settings.min_per_cell)
@@ -128,8 +128,9 @@ def copy_audit(
             "cached": {**index.cached, "fresh": fresh_hit},
         },
     )
-    if out_dir is not None:
-        out["pairs"] = save_pairs(gen_images, gen, calib, pool, out_dir)
+    if files is not None:
+        out["pairs"], made = pair_files(gen_images, gen, calib, pool)
+        files.update(made)
         out["image"] = "copies.png"
     return out
 
@@ -205,6 +206,7 @@ def copies_unit(x: UnitInputs) -> UnitResult:
     exclude = None
     if x.heldout_positions is not None:
         exclude = x.heldout_positions + pool.offset("heldout")
+    files: dict[str, Any] | None = {} if x.keep_files else None
     audit = copy_audit(
         x.images,
         pool=pool,
@@ -213,9 +215,11 @@ def copies_unit(x: UnitInputs) -> UnitResult:
         device=x.device,
         describe=split_description(x.data_cfg, x.bundle, "train"),
         exclude=exclude,
-        out_dir=x.out_dir,
+        files=files,
     )
-    return UnitResult(scores={"copy_rate": audit["rate"]}, blocks={"copies": audit})
+    return UnitResult(
+        scores={"copy_rate": audit["rate"]}, blocks={"copies": audit}, files=files or {}
+    )
 
 
 def plan_text(cfg: Any) -> str:

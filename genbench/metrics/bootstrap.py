@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from genbench.metrics.units import UnitInputs, UnitResult
-from genbench.utils.files import write_json
 from genbench.utils.stats import percentile_ci
 
 KIND = "sampling only: resamples of the generated samples; reference and training fixed"
@@ -106,7 +105,7 @@ def _interval(values: list[float]) -> list[float] | None:
 
 
 def bootstrap_unit(x: UnitInputs) -> UnitResult:
-    """The ``bootstrap`` block (intervals; the replicates go to bootstrap.json)."""
+    """The ``bootstrap`` block (intervals; the replicates are the file bootstrap.json)."""
     gen, ref, choice = x.features("inception")
     g, r = gen[choice.feature_layer], ref[choice.feature_layer]
     if len(g) <= 2 or len(r) <= 2:
@@ -120,10 +119,8 @@ def bootstrap_unit(x: UnitInputs) -> UnitResult:
         "resample_bias": boot["resample_bias"],
         "kind": KIND,
     }
-    if x.out_dir is not None:
-        write_json(
-            x.out_dir / "bootstrap.json",
-            {k: boot[k] for k in ("n", "seed", "n_samples", "fid", "kid")},
-        )
+    files = {}
+    if x.keep_files:
+        files["bootstrap.json"] = {k: boot[k] for k in ("n", "seed", "n_samples", "fid", "kid")}
         summary["file"] = "bootstrap.json"
-    return UnitResult(blocks={"bootstrap": summary})
+    return UnitResult(blocks={"bootstrap": summary}, files=files)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -434,26 +433,24 @@ def _pair_record(i: int, gen: QueryStats, cal: Calibration, pool: Pool) -> dict[
     }
 
 
-def save_pairs(
+def pair_files(
     gen_images: torch.Tensor,
     gen: QueryStats,
     cal: Calibration,
     pool: Pool,
-    out_dir: Path,
     *,
     top_k: int = 8,
-) -> list[dict[str, Any]]:
-    """copies.json (every sample's best match) and copies.png (the closest pairs:
-    sample | pool image, copies first)."""
-    from genbench.images import save_grid
-    from genbench.utils.files import write_json
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The closest pairs shown (copies first) and the files: copies.json (every sample's
+    best match) and copies.png (the shown pairs tiled: sample | pool image)."""
+    from genbench.images import tile_tensor
 
     flags = cal.flags(gen)
     order = sorted(
         range(len(flags)), key=lambda i: (not bool(flags[i]), float(gen.ncc.distance[i]))
     )
     pairs = [_pair_record(i, gen, cal, pool) for i in order]
-    write_json(out_dir / "copies.json", {"definition": DEFINITION, "pairs": pairs})
+    files: dict[str, Any] = {"copies.json": {"definition": DEFINITION, "pairs": pairs}}
     shown = pairs[:top_k]
     if shown:
         rows = []
@@ -466,5 +463,5 @@ def save_pairs(
         if grid.shape[-1] < 64:  # enlarge small images (nearest) so the pairs can be inspected
             f = 64 // grid.shape[-1]
             grid = grid.repeat_interleave(f, dim=-1).repeat_interleave(f, dim=-2)
-        save_grid(grid, out_dir / "copies.png", nrow=2)
-    return shown
+        files["copies.png"] = tile_tensor(grid, nrow=2)
+    return shown, files

@@ -11,6 +11,7 @@ import torch
 import genbench.metrics.scoring as scoring
 from genbench.config import DataConfig, MetricsConfig
 from genbench.images import image_files, read_images
+from genbench.metrics.inception import ExtractorChoice
 from genbench.metrics.scoring import class_labels, score_images
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import GenbenchError
@@ -27,13 +28,15 @@ def score_folder(
     n_ref: int | None = None,
     out_dir: Path | None = None,
     reporter: Reporter | None = None,
+    choice: ExtractorChoice | None = None,
 ) -> dict[str, Any]:
     """Score a folder of images under genbench's protocol.
 
     ``ref`` is an experiment (name or TOML path: its data, metrics settings and
     N_ref = sample.n) or a data source name (``genbench list``; the folder's
     resolution, N_ref = the number of images). A manifest.json with class labels
-    beside the images (as genbench writes) enables per-class scores.
+    beside the images (as genbench writes) enables per-class scores. ``choice``: the
+    extractor (default: the one the reference's metrics and ``inception_weights`` choose).
     """
     from genbench.data import load_data
 
@@ -51,7 +54,7 @@ def score_folder(
         data_cfg=data_cfg,
         metrics_cfg=metrics_cfg,
         n_ref=n_ref,
-        choice=scoring.extractor_for(metrics_cfg, inception_weights=inception_weights),
+        choice=choice or scoring.extractor_for(metrics_cfg, inception_weights=inception_weights),
         device=resolve_device(device),
         reporter=reporter,
         labels=labels,

@@ -5,27 +5,24 @@ audited like one): the floor every model is read against."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-import genbench.metrics.scoring as scoring
 from genbench.config import ExperimentConfig
 from genbench.data import DataBundle, ImageSet
 from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features
 from genbench.metrics.inception import ExtractorChoice
 from genbench.metrics.protocol import SUBSET_SEED, split_description
-from genbench.metrics.scoring import heldout_parts, score_images
-from genbench.rundir import read_status, set_status
-from genbench.utils.device import resolve_device
-from genbench.utils.files import write_json
-from genbench.utils.naming import digest as key_digest
+from genbench.metrics.scoring import ScoredSet, heldout_parts, score_set
+from genbench.utils.naming import run_id
 from genbench.utils.progress import Reporter
 
 
 def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> str:
+    """The real-data row's folder name: what it measured (data, N, metric settings and
+    extractor) decides its digest, as a run's config decides a run's."""
     key = {
         "data": experiment.data.id_dump(),
         "n": experiment.sample.n,
@@ -34,38 +31,27 @@ def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> s
         "weights_sha256": choice.weights_sha256,
         "images": "held-out, after the reference",  # v2: no longer training images
     }
-    return f"{experiment.name}-real-n{experiment.sample.n}-{key_digest(key, 10)}"
+    return run_id(experiment=experiment.name, label=f"real-n{experiment.sample.n}", key=key)
 
 
 def score_real_data(
     bundle: DataBundle,
-    experiment_cfg: ExperimentConfig,
-    results_dir: Path,
-    reporter: Reporter | None = None,
+    experiment: ExperimentConfig,
     *,
-    device: torch.device | str | None = None,
-) -> Path | None:
+    choice: ExtractorChoice,
+    device: torch.device,
+    run_id: str,
+    reporter: Reporter | None = None,
+) -> ScoredSet:
     """The "real data" row: N held-out images, disjoint from the reference and from
     the copy audit's calibration images, scored like a sample set against the same
     reference (and audited like one). The floor a generator that makes fresh
     images from the data distribution can reach.
 
-    Writes RESULTS/<experiment>-real-n<N>-<hash>/metrics.json (model "real") and
-    status.json; a folder already marked done is left alone. Returns the folder,
-    or None when metrics are disabled.
-    """
-    cfg = experiment_cfg
-    if not cfg.metrics.enabled:
-        return None
+    Returns its metrics.json record (model "real", ``run_id``) and the units' files;
+    the run-folder module writes them."""
+    cfg = experiment
     reporter = reporter or Reporter()
-    choice = scoring.extractor_for(cfg.metrics)
-    rd = results_dir / real_data_run_id(cfg, choice)
-    if read_status(rd).get("status") == "done":
-        reporter.info(f"{rd.name}: already done, skipped")
-        return rd
-    dev = resolve_device(cfg.train.device) if device is None else torch.device(device)
-    rd.mkdir(parents=True, exist_ok=True)
-    set_status(rd, "running")
     t0 = time.perf_counter()
     n = cfg.sample.n
     n_ref = cfg.metrics.n_ref or n
@@ -77,12 +63,12 @@ def score_real_data(
         feats, _ = cached_features(
             real.images,
             choice=choice,
-            device=dev,
+            device=device,
             describe={**split_description(cfg.data, bundle, "holdout"), "part": "real-data row"},
-            batch_size=cfg.metrics.extractor_batch(dev),
+            batch_size=cfg.metrics.extractor_batch(device),
             on_batch=lambda m: tick(advance=m),
         )
-    res = score_images(
+    scored = score_set(
         real.images,
         features=feats,
         bundle=bundle,
@@ -90,26 +76,24 @@ def score_real_data(
         metrics_cfg=cfg.metrics,
         n_ref=n_ref,
         choice=choice,
-        device=dev,
+        device=device,
         reporter=reporter,
         labels=real.labels if bundle.spec.condition == "classes" else None,
         sampling={"sampler": "real-data", "nfe": 0},
-        out_dir=rd,
+        keep_files=True,
         label="real data",
         heldout_positions=parts.positions["real"],  # the audit must not match them to themselves
     )
-    metrics = _real_metrics(rd, cfg, bundle, real, res)
+    metrics = _real_metrics(run_id, cfg, bundle, real, scored.record)
     metrics["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}
-    write_json(rd / "metrics.json", metrics)
-    set_status(rd, "done")
-    return rd
+    return ScoredSet(metrics, scored.files)
 
 
 def _real_metrics(
-    rd: Path, cfg: ExperimentConfig, bundle: DataBundle, real: ImageSet, res: dict[str, Any]
+    rid: str, cfg: ExperimentConfig, bundle: DataBundle, real: ImageSet, res: dict[str, Any]
 ) -> dict[str, Any]:
     return {
-        "run_id": rd.name,
+        "run_id": rid,
         "experiment": cfg.name,
         "model": "real",
         "seed": None,

@@ -48,14 +48,17 @@ class Column:
 @dataclass
 class UnitResult:
     """A unit's output: scores (None with a reason in ``unavailable`` when it cannot
-    be computed), warnings, settings as applied (they join the protocol) and
-    metrics.json blocks of its own (``copies``, ``bootstrap``, ...)."""
+    be computed), warnings, settings as applied (they join the protocol),
+    metrics.json blocks of its own (``copies``, ``bootstrap``, ...) and files for
+    whoever keeps them (``copies.json``, ``bootstrap.json``: a dict written as JSON;
+    ``copies.png``: a uint8 C x H x W image written as PNG). A unit writes nothing."""
 
     scores: dict[str, Any] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     used: dict[str, Any] = field(default_factory=dict)
     blocks: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: UnitResult) -> None:
         self.scores.update(other.scores)
@@ -63,6 +66,7 @@ class UnitResult:
         self.warnings.extend(other.warnings)
         self.used.update(other.used)
         self.blocks.update(other.blocks)
+        self.files.update(other.files)
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,16 @@ class MetricUnit:
     description: str = ""
     progress: str = ""  # shown as a progress phase while it runs (the slow ones)
 
-    def run(self, inputs: Any) -> UnitResult:
+    def function(self) -> Callable[[Any], UnitResult]:
+        """The unit's function (a ``"module:function"`` name imported now)."""
         fn = self.fn
         if isinstance(fn, str):
             module, _, attr = fn.partition(":")
             fn = getattr(importlib.import_module(module), attr)
-        return fn(inputs)
+        return fn
+
+    def run(self, inputs: Any) -> UnitResult:
+        return self.function()(inputs)
 
 
 _UNITS: dict[str, MetricUnit] = {}

@@ -6,6 +6,7 @@ snapshots during training), and the cut of the held-out split it scores against.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch_fidelity
 
 import genbench.metrics.dinov2 as dinov2
 import genbench.metrics.units as units
-from genbench.config import DataConfig, MetricsConfig, RunConfig
+from genbench.config import DataConfig, MetricsConfig
 from genbench.data import DataBundle, ImageSet
 from genbench.data.transforms import set_channels
 from genbench.metrics.cache import sha256_tensor
@@ -24,9 +25,10 @@ from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
 from genbench.metrics.settings import FidelitySettings
-from genbench.utils.device import inference_channels_last, resolve_device
+from genbench.utils.device import inference_channels_last
 from genbench.utils.distributed import DistInfo, all_gather_objects
 from genbench.utils.errors import GenbenchError
+from genbench.utils.files import write_files
 from genbench.utils.progress import Reporter
 
 
@@ -111,6 +113,17 @@ class _Job:
     ref_part: str = "holdout"  # where the FID/KID reference comes from: holdout or train
 
 
+@dataclass
+class ScoredSet:
+    """One scoring call's result: ``record``, metrics.json's scoring sections (see
+    :func:`score_images`), and ``files``, the units' files when asked for (copies.json,
+    copies.png, bootstrap.json: a dict for JSON, a uint8 image for PNG). Scoring writes
+    nothing; whoever owns the folder writes the files."""
+
+    record: dict[str, Any]
+    files: dict[str, Any]
+
+
 def score_images(
     images: torch.Tensor,
     *,
@@ -138,8 +151,48 @@ def score_images(
     blocks (``per_class``, ``class_consistency``, ``copies``, ``bootstrap``) and
     ``warnings``. ``features``: the images' Inception features when already known (gathered
     from several ranks; generated features are never cached). ``out_dir`` receives the
-    units' files (copies.json, copies.png, bootstrap.json).
+    units' files (copies.json, copies.png, bootstrap.json); :func:`score_set` returns them.
     """
+    scored = score_set(
+        images,
+        bundle=bundle,
+        data_cfg=data_cfg,
+        metrics_cfg=metrics_cfg,
+        n_ref=n_ref,
+        choice=choice,
+        device=device,
+        reporter=reporter,
+        labels=labels,
+        sampling=sampling,
+        keep_files=out_dir is not None,
+        label=label,
+        features=features,
+        heldout_positions=heldout_positions,
+    )
+    if out_dir is not None:
+        write_files(out_dir, scored.files)
+    return scored.record
+
+
+def score_set(
+    images: torch.Tensor,
+    *,
+    bundle: DataBundle,
+    data_cfg: DataConfig,
+    metrics_cfg: MetricsConfig,
+    n_ref: int,
+    choice: ExtractorChoice,
+    device: torch.device,
+    reporter: Reporter | None = None,
+    labels: torch.Tensor | None = None,
+    sampling: dict[str, Any] | None = None,
+    keep_files: bool = False,
+    label: str = "samples",
+    features: dict[str, torch.Tensor] | None = None,
+    heldout_positions: torch.Tensor | None = None,
+) -> ScoredSet:
+    """:func:`score_images`, writing nothing: the units' files come back in memory
+    (``keep_files``) for the caller to write."""
     reporter = reporter or Reporter()
     job = _prepare(
         images,
@@ -161,50 +214,45 @@ def score_images(
         metrics_cfg=metrics_cfg,
         settings=settings_from(metrics_cfg),
         device=device,
-        out_dir=out_dir,
+        keep_files=keep_files,
         heldout_positions=heldout_positions,
     )
     selected = units.selected(metrics_cfg)
     _features(job, x, selected, reporter=reporter, label=label, features=features)
-    res = _run_units(selected, x, job=job, reporter=reporter, label=label)
+    # Each unit in turn, called from here (no frame between a run and its metric function);
+    # one whose feature space is unavailable gets None and the reason.
+    res = units.UnitResult()
+    for unit in selected:
+        if unit.space in job.missing:
+            res.merge(_unavailable(unit, job.missing[unit.space]))
+            continue
+        with _phase(reporter, label, unit):
+            res.merge(unit.function()(x))
+    for w in res.warnings:
+        job.notes.append(w)
+        reporter.warn(f"{label}: {w}")
     protocol = _protocol(job, x, choice=choice, sampling=sampling, used=res.used)
-    return {
+    record = {
         "scores": res.scores,
         "scores_unavailable": res.unavailable,
         "protocol": protocol,
         **res.blocks,
         "warnings": job.notes,
     }
+    return ScoredSet(record, res.files)
 
 
-def _run_units(
-    selected: tuple[units.MetricUnit, ...],
-    inputs: units.UnitInputs,
-    *,
-    job: _Job,
-    reporter: Reporter,
-    label: str,
-) -> units.UnitResult:
-    """Each unit in turn; one whose feature space is unavailable gets None and the reason."""
-    res = units.UnitResult()
-    for unit in selected:
-        if unit.space in job.missing:
-            why = job.missing[unit.space]
-            res.merge(
-                units.UnitResult(
-                    scores={c.key: None for c in unit.columns},
-                    unavailable={c.key: why for c in unit.columns},
-                )
-            )
-        elif unit.progress:
-            with reporter.phase(f"{label}: {unit.progress}", total=None):
-                res.merge(unit.run(inputs))
-        else:
-            res.merge(unit.run(inputs))
-    for w in res.warnings:
-        job.notes.append(w)
-        reporter.warn(f"{label}: {w}")
-    return res
+def _unavailable(unit: units.MetricUnit, why: str) -> units.UnitResult:
+    return units.UnitResult(
+        scores={c.key: None for c in unit.columns}, unavailable={c.key: why for c in unit.columns}
+    )
+
+
+def _phase(reporter: Reporter, label: str, unit: units.MetricUnit) -> AbstractContextManager[Any]:
+    """A progress phase while a slow unit runs (``MetricUnit.progress``)."""
+    if not unit.progress:
+        return nullcontext()
+    return reporter.phase(f"{label}: {unit.progress}", total=None)
 
 
 def _prepare(
@@ -362,56 +410,17 @@ def _protocol(
     return protocol
 
 
-# -- entry points ------------------------------------------------------------------------
-def score_run(
-    *,
-    run_dir: Path,
-    bundle: DataBundle,
-    config: RunConfig,
-    reporter: Reporter | None = None,
-    sampling: dict[str, Any] | None = None,
-    features: dict[str, torch.Tensor] | None = None,
-) -> dict[str, Any]:
-    """Score RUN_DIR/samples/*.png (the fixed sample set) for metrics.json.
-
-    ``sampling`` is metrics.json's "sampling" block (sampler, NFE, images/s);
-    without it, the sampler recorded in samples/manifest.json is used.
-    ``features`` are the sample set's features computed this run (split across
-    ranks by :func:`split_features`), in file order.
-    """
-    from genbench.images import read_images
-    from genbench.sampling import read_sample_set
-
-    files, manifest = read_sample_set(run_dir / "samples")
-    images = read_images(files)
-    if features is not None and any(len(v) != len(images) for v in features.values()):
-        raise GenbenchError(f"{run_dir.name}: features do not match the {len(images)} samples")
-    if sampling is None:
-        sampling = dict(manifest.get("sampler") or {})
-    device = resolve_device(config.train.device)
-    return score_images(
-        images,
-        bundle=bundle,
-        data_cfg=config.data,
-        metrics_cfg=config.metrics,
-        n_ref=config.metrics.n_ref or config.sample.n,
-        choice=extractor_for(config.metrics),
-        device=device,
-        reporter=reporter,
-        labels=class_labels(manifest, len(images)),
-        sampling=sampling,
-        out_dir=run_dir,
-        label=f"{config.model} s{config.seed}",
-        features=features,
-    )
-
-
+# -- torchrun -----------------------------------------------------------------------------
 def split_features(
-    images: torch.Tensor, metrics_cfg: MetricsConfig, *, device: torch.device, dist_info: DistInfo
+    images: torch.Tensor,
+    metrics_cfg: MetricsConfig,
+    *,
+    choice: ExtractorChoice,
+    device: torch.device,
+    dist_info: DistInfo,
 ) -> dict[str, torch.Tensor]:
     """Under torchrun, each rank extracts the features of every world-th image and
     every rank receives all of them, in image order (the same numbers as one process)."""
-    choice = extractor_for(metrics_cfg)
     idx = torch.arange(dist_info.rank, len(images), dist_info.world)
     mine = extract_features(
         images[idx], choice=choice, device=device, batch_size=metrics_cfg.extractor_batch(device)

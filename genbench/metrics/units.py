@@ -10,7 +10,6 @@ and the held-out and training images (:class:`UnitInputs`), returning a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,7 +73,7 @@ class UnitInputs:
     metrics_cfg: MetricsConfig
     settings: FidelitySettings
     device: torch.device
-    out_dir: Path | None = None  # where units write their files (copies.json, ...)
+    keep_files: bool = False  # the caller keeps the units' files (UnitResult.files)
     # When the scored images are held-out images themselves (the real-data row): their
     # positions in the held-out split, so the copy audit does not match them to themselves.
     heldout_positions: torch.Tensor | None = None

@@ -28,7 +28,7 @@ from genbench.report.tables import (
     model_label,
     primary_metric,
 )
-from genbench.rundir import LOG_BOOKKEEPING
+from genbench.runs.folder import LOG_BOOKKEEPING
 from genbench.utils.naming import slug
 
 PALETTE = (

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from genbench.config import TrainConfig
 from genbench.contract import Generator
 from genbench.data import ImageSet
-from genbench.rundir import TRAIN_LOG, last_logged, truncate_log
+from genbench.runs.folder import TRAIN_LOG, last_logged, truncate_log
 from genbench.train.checkpoints import latest_checkpoint, restore, save_checkpoint
 from genbench.train.duties import Checkpoint, Duty, Evaluate, Log, LoopState, Progress, Snapshot
 from genbench.utils.device import autocast, rng_state, set_rng_state, train_channels_last

@@ -13,8 +13,9 @@ import torch
 from genbench.config import RunConfig
 from genbench.contract import Generator
 from genbench.data import DataBundle
-from genbench.rundir import SNAPSHOTS, put_snapshot, snapshot_folder
-from genbench.sampling import assemble, generate, plan_labels, write_sample_set
+from genbench.metrics.inception import ExtractorChoice
+from genbench.runs.folder import SNAPSHOTS, put_snapshot, snapshot_folder, write_sample_set
+from genbench.runs.samples import assemble, generate, plan_labels
 from genbench.trackers import Trackers
 from genbench.utils.files import read_jsonl, write_jsonl
 
@@ -31,9 +32,12 @@ def snapshotter(
     run_dir: Path,
     device: torch.device,
     trackers: Trackers | None = None,
+    *,
+    choice: ExtractorChoice | None = None,
 ) -> Callable[[int, int, float], None]:
     """``take(step, images_seen, train_seconds)``: score a small sample set now (and hand
-    its scores and images to ``trackers``)."""
+    its scores and images to ``trackers``) with the run's extractor ``choice`` (default:
+    the one the metrics config chooses)."""
     from genbench.metrics import scoring
 
     mcfg = cfg.metrics.model_copy(
@@ -68,7 +72,7 @@ def snapshotter(
             data_cfg=cfg.data,
             metrics_cfg=mcfg,
             n_ref=n_ref,
-            choice=scoring.extractor_for(mcfg),
+            choice=choice or scoring.extractor_for(mcfg),
             device=device,
             label=f"snapshot {images_seen / 1000:g} kimg",
             out_dir=folder,  # bootstrap.json, beside the images it resamples

@@ -1,16 +1,18 @@
 """File reading and writing: atomic writes (a reader never sees a half-written
-file), JSON, JSON lines and torch files."""
+file), JSON, JSON lines, torch files and PNG images."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
@@ -76,6 +78,24 @@ def save_torch(path: Path | str, obj: Any) -> Path:
 def load_torch(path: Path | str, *, map_location: Any = "cpu") -> Any:
     # weights_only: a checkpoint from elsewhere must never execute code.
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_png(img: torch.Tensor, path: Path) -> None:
+    """uint8 C x H x W -> PNG (grayscale as mode L)."""
+    arr = img.numpy()
+    Image.fromarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))).save(
+        path, format="PNG"
+    )
+
+
+def write_files(folder: Path, files: Mapping[str, Any]) -> None:
+    """Files made in memory (the metric units' ``UnitResult.files``) written into ``folder``,
+    each atomically: a uint8 C x H x W tensor as PNG, anything else as JSON."""
+    for name, content in files.items():
+        if isinstance(content, torch.Tensor):
+            atomic_write(folder / name, lambda p, img=content: save_png(img, p))
+        else:
+            write_json(folder / name, content)
 
 
 def _json_default(o: Any) -> Any:

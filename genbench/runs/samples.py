@@ -1,24 +1,17 @@
-"""The fixed sample set: N images per run, reproducible from the seed, saved as
-uint8 PNG named by index, with the labels and per-image records beside them."""
+"""The fixed sample set: N images per run, reproducible from the seed (the run folder
+saves it: :func:`genbench.runs.folder.write_sample_set`)."""
 
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from genbench.contract import Generator
 from genbench.data import ImageSet, to_uint8
-from genbench.utils.files import read_json, write_json
-
-MANIFEST = "manifest.json"
 
 
 def plan_labels(model: Generator, train: ImageSet, n: int, *, seed: int) -> torch.Tensor | None:
@@ -93,30 +86,3 @@ def assemble(
         for k, v in info.get(b, {}).items():
             merged.setdefault(k, []).extend(v)
     return torch.cat([images[b] for b in order]), merged
-
-
-def save_png(img: torch.Tensor, path: Path) -> None:
-    """uint8 C x H x W -> PNG (grayscale as mode L)."""
-    arr = img.numpy()
-    Image.fromarray(arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))).save(
-        path, format="PNG"
-    )
-
-
-def write_sample_set(out_dir: Path, images: torch.Tensor, manifest: dict[str, Any]) -> None:
-    """Write into a temp folder and rename: a sample set is either complete or absent."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, img in enumerate(images):
-        save_png(img, tmp / f"{i:06d}.png")
-    write_json(tmp / MANIFEST, manifest)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-
-
-def read_sample_set(folder: Path) -> tuple[list[Path], dict[str, Any]]:
-    files = sorted(p for p in folder.glob("*.png"))
-    manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).exists() else {}
-    return files, manifest

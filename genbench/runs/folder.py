@@ -19,6 +19,12 @@ Layout of ``<results>/<run_id>/``::
     tensorboard/      TensorBoard event files (``train.loggers``)
     wandb/            W&B's own run folders; wandb.json: the W&B run id ``--resume`` continues
 
+Only this module writes into a run folder (``tests/test_run_folder_writes.py``): the
+run's steps, the real-data row, the metric units' files and ``genbench sample``'s grids
+all go through :class:`RunFolder`. genbench/train/ writes the training log, snapshots
+and checkpoints into the folder it is handed; TensorBoard and W&B write their own
+folders (``tensorboard/``, ``wandb/``) at the paths named here.
+
 The lock is a plain OS lock on ``.lock`` (``flock`` on POSIX, ``msvcrt.locking``
 on Windows): the kernel drops it when the holder dies, even by SIGKILL, so a
 killed run never leaves a stale lock in the way of ``--resume``. The lock file
@@ -32,15 +38,27 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genbench.train.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
-from genbench.utils.files import read_json, read_jsonl, write_json, write_jsonl
+from genbench.utils.files import (
+    atomic_write,
+    read_json,
+    read_jsonl,
+    save_png,
+    write_files,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 from genbench.utils.naming import digest
 
 if TYPE_CHECKING:
+    import torch
+
     from genbench.config import RunConfig
     from genbench.contract import Generator
 
@@ -56,6 +74,7 @@ METRICS = "metrics.json"
 GRIDS = "grids"
 TENSORBOARD = "tensorboard"
 WANDB_ID = "wandb.json"
+MANIFEST = "manifest.json"  # in samples/
 
 #: Keys of a train-log record that are bookkeeping, not losses or metrics.
 LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
@@ -114,6 +133,36 @@ class RunFolder:
     def set_status(self, status: str, **extra: Any) -> None:
         set_status(self.path, status, **extra)
 
+    # -- writing -------------------------------------------------------------------
+    def start(self, *, resume: bool) -> None:
+        """A fresh start clears an earlier attempt's outputs (no old checkpoint may leak in);
+        --resume keeps them. The folder exists afterwards."""
+        if not resume and self.status():
+            self.clear_outputs()
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config_toml: str, split: dict[str, Any]) -> None:
+        """config.toml (the resolved run config) and split.json, before training starts."""
+        write_text(self.config, config_toml)
+        write_json(self.split, split)
+
+    def write_samples(self, images: torch.Tensor, manifest: dict[str, Any]) -> None:
+        """samples/: the PNGs and the manifest of how they were drawn."""
+        write_sample_set(self.samples, images, manifest)
+
+    def write_grid(self, name: str, grid: torch.Tensor) -> Path:
+        """grids/NAME: a grid drawn by ``genbench sample`` (uint8 C x H x W, already tiled)."""
+        return atomic_write(self.grids / name, lambda p: save_png(grid, p))
+
+    def write_files(self, files: Mapping[str, Any]) -> None:
+        """Files the metric units made in memory (copies.json, copies.png, bootstrap.json)."""
+        write_files(self.path, files)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """metrics.json, then status done: a folder marked done is complete."""
+        write_json(self.metrics, metrics)
+        self.set_status("done")
+
     def clear_outputs(self) -> None:
         """A fresh start: an interrupted attempt's checkpoints and samples must not leak in,
         nor its TensorBoard events; W&B starts a new run (unsynced runs in wandb/ are kept)."""
@@ -137,6 +186,41 @@ def set_status(run_dir: Path, status: str, **extra: Any) -> None:
     write_json(
         run_dir / STATUS, {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
     )
+
+
+# -- the sample set ----------------------------------------------------------------
+def write_sample_set(out_dir: Path, images: torch.Tensor, manifest: dict[str, Any]) -> None:
+    """N uint8 PNGs named by index and their manifest.json, written into a temp folder and
+    renamed: a sample set is either complete or absent."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, img in enumerate(images):
+        save_png(img, tmp / f"{i:06d}.png")
+    write_json(tmp / MANIFEST, manifest)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def read_sample_set(folder: Path) -> tuple[list[Path], dict[str, Any]]:
+    """The PNG files of a sample set, in index order, and its manifest ({} if none)."""
+    files = sorted(p for p in folder.glob("*.png"))
+    manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).exists() else {}
+    return files, manifest
+
+
+# -- W&B -------------------------------------------------------------------------
+def read_wandb_id(run_dir: Path) -> dict[str, Any]:
+    """wandb.json: the W&B run id ``--resume`` continues ({} if none or unreadable)."""
+    try:
+        return read_json(run_dir / WANDB_ID)
+    except (OSError, ValueError):
+        return {}
+
+
+def write_wandb_id(run_dir: Path, record: dict[str, Any]) -> None:
+    write_json(run_dir / WANDB_ID, record)
 
 
 # -- logs ------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 
 Under torchrun every rank runs the steps together (training, sampling and the
 sample features are split across ranks); rank 0 alone writes the run folder and
-scores. Which runs to do, and what a failure means, is :mod:`genbench.runner`'s job.
+scores. Which runs to do, and what a failure means, is :mod:`genbench.runs.grid`'s job.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,15 +26,15 @@ from genbench._version import __version__
 from genbench.config import RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.pretrained import load_pretrained, train_record
-from genbench.rundir import RunFolder, copy_training, find_trained_twin, train_key
-from genbench.sampling import assemble, generate, plan_labels, write_sample_set
+from genbench.runs.folder import RunFolder, copy_training, find_trained_twin, train_key
+from genbench.runs.pretrained import load_pretrained, train_record
+from genbench.runs.samples import assemble, generate, plan_labels
 from genbench.trackers import Trackers, open_trackers
 from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, restore
 from genbench.train.duties import Track
 from genbench.train.loop import TrainResult, train
 from genbench.train.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
-from genbench.utils.device import precision_record, seed_everything
+from genbench.utils.device import precision_record, resolve_device, seed_everything
 from genbench.utils.distributed import (
     SINGLE,
     DistInfo,
@@ -42,9 +42,13 @@ from genbench.utils.distributed import (
     barrier,
     broadcast_object,
 )
-from genbench.utils.errors import ConfigError
-from genbench.utils.files import read_jsonl, write_json, write_text
+from genbench.utils.errors import ConfigError, GenbenchError
+from genbench.utils.files import read_jsonl
 from genbench.utils.progress import Reporter
+
+if TYPE_CHECKING:
+    from genbench.metrics.inception import ExtractorChoice
+    from genbench.metrics.scoring import ScoredSet
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Run:
     reporter: Reporter
     dist_info: DistInfo = SINGLE
     trackers: Trackers | None = None  # rank 0's TensorBoard / W&B copies (train.loggers)
+    choice: ExtractorChoice | None = None  # the Inception extractor scoring uses (preflight's)
 
     @property
     def main(self) -> bool:
@@ -103,9 +108,11 @@ def execute_run(
     resume: bool,
     reporter: Reporter,
     dist_info: DistInfo = SINGLE,
+    choice: ExtractorChoice | None = None,
 ) -> dict[str, Any]:
-    """Do one run; returns its metrics.json record ({} on ranks other than 0)."""
-    run = Run(config, cls, bundle, folder, device, reporter, dist_info)
+    """Do one run; returns its metrics.json record ({} on ranks other than 0). ``choice``:
+    the extractor scoring uses (default: the one ``metrics`` chooses)."""
+    run = Run(config, cls, bundle, folder, device, reporter, dist_info, choice=choice)
     model_cfg = prepare(run, resume=resume)
     with tracking(run, resume=resume):
         if config.pretrained is not None:
@@ -118,12 +125,15 @@ def execute_run(
         if not run.main:
             barrier(dist_info)  # wait while rank 0 writes and scores
             return {}
-        save_samples(run, model, samples)
+        manifest = sample_manifest(run, model, samples)
+        run.folder.write_samples(samples.images, manifest)
         step = trained.result.steps if trained.result is not None else 0  # 0: pretrained
         track(run, step=step, images=samples.images)
         metrics = describe(run, model, trained, samples)
         if config.metrics.enabled:
-            metrics.update(score(run, sampling=metrics["sampling"], features=features))
+            scored = score(run, samples, manifest, sampling=metrics["sampling"], features=features)
+            run.folder.write_files(scored.files)
+            metrics.update(scored.record)
             track(run, step=step, scores=metrics["scores"], protocol=metrics["protocol"])
         write(run, metrics)
     return metrics
@@ -134,17 +144,14 @@ def prepare(run: Run, *, resume: bool) -> GeneratorConfig:
     config before any training starts."""
     cfg, folder = run.config, run.folder
     if run.main:
-        if not resume and folder.status():
-            folder.clear_outputs()  # a fresh start: no old checkpoint may leak in
-        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.start(resume=resume)  # a fresh start: no old checkpoint may leak in
     model_cfg = run.cls.Config.model_validate(cfg.generator)
     try:
         run.cls.check_spec(run.bundle.spec, model_cfg)
     except ValueError as exc:
         raise ConfigError(f"{cfg.model} cannot train on this data: {exc}") from None
     if run.main:
-        write_text(folder.config, run_config_toml(cfg))
-        write_json(folder.split, run.bundle.split)
+        folder.write_config(run_config_toml(cfg), run.bundle.split)
         folder.set_status("running", phase="train")
     barrier(run.dist_info)  # every rank sees the cleaned folder before resuming from it
     return model_cfg
@@ -232,7 +239,15 @@ def _train(run: Run, model: Generator, *, resume: bool) -> TrainResult:
     m = cfg.metrics
     if m.enabled and (m.snapshot_kimg or m.snapshot_fractions) and run.main:
         steps = snapshot_steps(cfg)
-        take = snapshotter(model, run.bundle, cfg, run.folder.path, run.device, run.trackers)
+        take = snapshotter(
+            model,
+            run.bundle,
+            cfg,
+            run.folder.path,
+            run.device,
+            run.trackers,
+            choice=extractor(run),
+        )
     with run.reporter.phase(f"{run.label} train", total=None) as tick:
         result = train(
             model,
@@ -295,14 +310,18 @@ def shared_features(run: Run, samples: Samples) -> dict[str, torch.Tensor] | Non
     label = f"{run.label}: features on {run.dist_info.world} ranks"
     with run.reporter.phase(label, total=None):
         return split_features(
-            samples.images, cfg.metrics, device=run.device, dist_info=run.dist_info
+            samples.images,
+            cfg.metrics,
+            choice=extractor(run),
+            device=run.device,
+            dist_info=run.dist_info,
         )
 
 
-def save_samples(run: Run, model: Generator, samples: Samples) -> None:
-    """samples/: the PNGs and a manifest of how they were drawn."""
+def sample_manifest(run: Run, model: Generator, samples: Samples) -> dict[str, Any]:
+    """samples/manifest.json: how the sample set was drawn (beside its PNGs)."""
     spec, labels = run.bundle.spec, samples.labels
-    manifest = {
+    return {
         "n": run.config.sample.n,
         "seed": samples.seed,
         "resolution": spec.resolution,
@@ -313,7 +332,6 @@ def save_samples(run: Run, model: Generator, samples: Samples) -> None:
         "labels": labels.tolist() if labels is not None else None,
         "info": samples.info,
     }
-    write_sample_set(run.folder.samples, samples.images, manifest)
 
 
 def describe(run: Run, model: Generator, trained: Trained, samples: Samples) -> dict[str, Any]:
@@ -344,29 +362,53 @@ def describe(run: Run, model: Generator, trained: Trained, samples: Samples) -> 
     }
 
 
-def score(
-    run: Run, *, sampling: dict[str, Any], features: dict[str, torch.Tensor] | None
-) -> dict[str, Any]:
-    """Scores of the saved sample set (metrics.json's scoring sections)."""
-    from genbench.metrics import score_run
+def extractor(run: Run) -> ExtractorChoice:
+    """The extractor preflight resolved, else the one the run's metrics choose."""
+    from genbench.metrics import scoring
 
+    return run.choice or scoring.extractor_for(run.config.metrics)
+
+
+def score(
+    run: Run,
+    samples: Samples,
+    manifest: dict[str, Any],
+    *,
+    sampling: dict[str, Any],
+    features: dict[str, torch.Tensor] | None,
+) -> ScoredSet:
+    """Scores of the sample set, the images the PNGs in samples/ hold (metrics.json's
+    scoring sections, and the units' files for the run folder)."""
+    from genbench.metrics.scoring import class_labels, score_set
+
+    cfg = run.config
     run.folder.set_status("running", phase="score")
     t0 = time.perf_counter()
-    scored = score_run(
-        run_dir=run.folder.path,
+    images = samples.images
+    if features is not None and any(len(v) != len(images) for v in features.values()):
+        raise GenbenchError(f"{run.folder.name}: features do not match the {len(images)} samples")
+    scored = score_set(
+        images,
         bundle=run.bundle,
-        config=run.config,
+        data_cfg=cfg.data,
+        metrics_cfg=cfg.metrics,
+        n_ref=cfg.metrics.n_ref or cfg.sample.n,
+        choice=extractor(run),
+        device=resolve_device(cfg.train.device),
         reporter=run.reporter,
+        labels=class_labels(manifest, len(images)),
         sampling=sampling,
+        keep_files=True,
+        label=f"{cfg.model} s{cfg.seed}",
         features=features,
     )
-    return {**scored, "scoring": {"seconds": round(time.perf_counter() - t0, 3)}}
+    scored.record["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}
+    return scored
 
 
 def write(run: Run, metrics: dict[str, Any]) -> None:
     """metrics.json, then status done: a folder marked done is complete."""
-    write_json(run.folder.metrics, metrics)
-    run.folder.set_status("done")
+    run.folder.write_metrics(metrics)
     barrier(run.dist_info)
 
 
