@@ -24,11 +24,13 @@ from genbench.contract import DataSpec, Generator, GeneratorConfig
 
 
 class DCGANConfig(GeneratorConfig):
-    """The seed report's settings (004): 100-d latent, Adam lr 1e-4, betas (0.5, 0.999)."""
+    """The DCGAN paper's optimiser (Adam 2e-4, beta1 0.5) with the seed report's (004) 100-d
+    latent. The seed's lr 1e-4 on batches of 32 is the `seeds` experiment's; at the quick
+    default's budget 2e-4 learns garments 2.5x sooner (the README's tuning table)."""
 
     latent_dim: int = Field(100, ge=1, description="length of the generator's input noise vector")
     base_channels: int = Field(64, ge=1, description="width of D's first and G's last hidden layer")
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate of G and D")
+    lr: float = Field(2e-4, gt=0, description="Adam learning rate of G and D")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1 of G and D (DCGAN's 0.5)")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of G and D")
     update_batch: int | None = Field(
