@@ -104,3 +104,11 @@ def test_a_discriminator_that_has_won_is_noted(tmp_path):
     (note,) = report.notes
     assert note.startswith("fake-won-s0-") and "the discriminator has won" in note
     assert "## Training notes" in (root / "report" / "summary.md").read_text()
+
+
+def test_a_model_alone_in_its_group_leads_nothing(tmp_path):
+    root = tmp_path / "results"
+    _curve_run(root, "alone", [0.3, 0.2, 0.1, 0.09], seed=3)
+    (g,) = write_report(root, grids=False, html=False, plots=False).summary.groups
+    assert g.curves is not None and all(b.leader is None for b in g.curves.budgets)
+    assert "leads" not in curves.markdown(g.curves) and "leads" not in curves.sentence(g.curves)

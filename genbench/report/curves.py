@@ -186,7 +186,7 @@ def _budgets(models: dict[str, list[RunRecord]], pts: dict[str, list[list[Point]
 def _leader(at: dict[str, list[Any]], values: dict[str, float], xs: dict[str, float]) -> Budget:
     order = sorted(values, key=values.get)
     if len(order) < 2:
-        return Budget(xs, values, order[0] if order else None, "")
+        return Budget(xs, values, None, "")  # one model leads nothing
     # The best model leads when the separation rules back it against the runner-up.
     p = verdict.compare(order[0], at[order[0]], order[1], at[order[1]], METRIC)
     leader = p.winner if p.verdict in (verdict.BEATS, verdict.SAMPLING_AHEAD) else None
@@ -253,11 +253,11 @@ def markdown(c: Curves) -> str:
     for b in c.budgets:
         where = fmt_x(b.x[c.budget_axis], c.budget_axis) if c.budget_axis in b.x else "?"
         cells = [f"{b.values[m]:.4f}" for m in models]
-        lines.append(f"| {where} | " + " | ".join(cells) + f" | {b.leader or b.claim} |")
+        lines.append(f"| {where} | " + " | ".join(cells) + f" | {b.leader or b.claim or '-'} |")
     lines.append("")
     for s in c.crossovers:
         lines.append(f"- {s}")
-    if not c.crossovers and c.budgets:
+    if not c.crossovers and c.budgets and len(models) > 1:
         leaders = {b.leader for b in c.budgets if b.leader}
         lines.append(
             f"- {leaders.pop()} leads at every separated budget"
