@@ -63,6 +63,7 @@ def test_leaders_crossovers_and_unconverged_curves(tmp_path):
     assert c.crossovers == [
         "fast leads up to 0.25 kimg, slow from 1 kimg (the curves cross in between)"
     ]
+    assert c.crossings == ["slow passes fast between 0.5 kimg and 1 kimg"]
     assert list(c.not_converged) == ["slow"]  # 0.052 -> 0.020 in one doubling; fast: 4%
 
     md = (root / "report" / "summary.md").read_text()

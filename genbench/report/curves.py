@@ -120,6 +120,7 @@ class Curves:
     budgets: list[Budget] = field(default_factory=list)
     crossovers: list[str] = field(default_factory=list)
     not_converged: dict[str, str] = field(default_factory=dict)  # model -> why
+    crossings: list[str] = field(default_factory=list)  # any two mean curves that cross
 
     def metric_text(self) -> str:
         """What the curves measure, for the headline: the metric and the budget's unit."""
@@ -132,6 +133,7 @@ class Curves:
             "budget_axis": self.budget_axis,
             "budgets": [b.__dict__ for b in self.budgets],
             "crossovers": self.crossovers,
+            "crossings": self.crossings,
             "not_converged": self.not_converged,
             "points": {
                 m: [[p.__dict__ | {"boot": None} for p in pts] for pts in seeds]
@@ -154,6 +156,7 @@ def build(models: dict[str, list[RunRecord]]) -> Curves | None:
     curves = Curves(budget_axis(first.config), pts)
     curves.budgets = _budgets(models, pts)
     curves.crossovers = _crossovers(curves.budgets, curves.budget_axis)
+    curves.crossings = _pair_crossings(curves.budgets, curves.budget_axis)
     curves.not_converged = {
         m: why for m, seeds in pts.items() if (why := _still_falling(seeds, curves.budget_axis))
     }
@@ -218,6 +221,24 @@ def _crossovers(budgets: Sequence[Budget], axis: str) -> list[str]:
     return out
 
 
+def _pair_crossings(budgets: Sequence[Budget], axis: str) -> list[str]:
+    """Pairs of mean curves whose order flips between two budgets ("dcgan passes ddpm
+    between 10 and 20 TFLOP"); the leader rows say which of these the data separates."""
+    out = []
+    models = list(budgets[0].values) if budgets else []
+    for a, b in itertools.combinations(models, 2):
+        for lo, hi in itertools.pairwise(budgets):
+            before = lo.values[a] - lo.values[b]
+            after = hi.values[a] - hi.values[b]
+            if before * after < 0 and axis in lo.x and axis in hi.x:
+                ahead, behind = (a, b) if after < 0 else (b, a)
+                out.append(
+                    f"{ahead} passes {behind} between {fmt_x(lo.x[axis], axis)} and "
+                    f"{fmt_x(hi.x[axis], axis)}"
+                )
+    return out
+
+
 def _still_falling(seeds: list[list[Point]], axis: str) -> str:
     """Why the model's mean curve has not converged, or "" if it has flattened."""
     if not seeds or any(len(p) < 2 for p in seeds):
@@ -264,6 +285,7 @@ def markdown(c: Curves) -> str:
             if len(leaders) == 1
             else "- no budget separates the leaders"
         )
+    lines += [f"- mean curves cross: {x}" for x in c.crossings]
     for m, why in c.not_converged.items():
         lines.append(f"- {m}: not converged ({why})")
     return "\n".join(lines) + "\n"
@@ -276,6 +298,7 @@ def sentence(c: Curves) -> str:
         leaders = [b.leader for b in c.budgets if b.leader]
         if leaders and len(set(leaders)) == 1:
             parts.append(f"{leaders[0]} leads at every separated budget point")
+    parts += c.crossings
     if c.not_converged:
         parts.append("not converged at the end: " + ", ".join(c.not_converged))
     return "; ".join(parts)

@@ -97,7 +97,11 @@ def curves_html(c: Curves) -> str:
         + f"<td>{_e(b.leader or b.claim)}</td></tr>"
         for b in c.budgets
     )
-    notes = [*c.crossovers, *(f"{m}: not converged ({w})" for m, w in c.not_converged.items())]
+    notes = [
+        *c.crossovers,
+        *(f"mean curves cross: {x}" for x in c.crossings),
+        *(f"{m}: not converged ({w})" for m, w in c.not_converged.items()),
+    ]
     return (
         f"<details open><summary>who leads at each budget ({_e(c.metric_text())})</summary>"
         f"<table><tr><th>budget</th>{head}<th>leader</th></tr>{rows}</table>"
