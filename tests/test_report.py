@@ -182,8 +182,8 @@ def build_results(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     make_run(root, "real", None, sc(5.0, 0.99), run_id="fake-real-n16-0000000000")
     snaps = [
-        {"step": 1, "kimg": 0.2, "flops": 2e11, "n": 8, "scores": {"fid": 300.0}},
-        {"step": 3, "kimg": 0.6, "flops": 6e11, "n": 8, "scores": {"fid": 150.0}},
+        {"step": 1, "kimg": 0.2, "flops": 2e11, "n": 8, "scores": {"fid": 300.0, "kid": 0.3}},
+        {"step": 3, "kimg": 0.6, "flops": 6e11, "n": 8, "scores": {"fid": 150.0, "kid": 0.15}},
     ]
     for s, fid in zip((0, 1, 2), (10.0, 12.0, 14.0), strict=True):
         make_run(

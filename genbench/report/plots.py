@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from genbench.report.collect import RunRecord, flatten_scores
+from genbench.report import training_plots
+from genbench.report.collect import RunRecord
+from genbench.report.figures import Figure, colors_for, log_x, new_figure, num, save_figure
 from genbench.report.tables import (
     COLUMN,
-    GUIDANCE,
     QUALITY,
     Group,
     Summary,
@@ -28,66 +28,7 @@ from genbench.report.tables import (
     model_label,
     primary_metric,
 )
-from genbench.runs.folder import LOG_BOOKKEEPING
 from genbench.utils.naming import slug
-
-PALETTE = (
-    "#4C72B0",
-    "#DD8452",
-    "#55A868",
-    "#C44E52",
-    "#8172B3",
-    "#937860",
-    "#DA8BC3",
-    "#8C8C8C",
-    "#CCB974",
-    "#64B5CD",
-)
-
-
-@dataclass
-class Figure:
-    """A written figure: files relative to the report folder, and what it shows."""
-
-    name: str
-    title: str
-    png: str
-    svg: str
-    caption: str = ""
-    section: str = "plots"
-
-
-def _new_figure(ncols: int = 1, nrows: int = 1, *, w: float = 4.2, h: float = 3.3):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    fig = MplFigure(figsize=(w * ncols, h * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig: Any, out_dir: Path, name: str) -> tuple[str, str]:
-    import matplotlib
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Fixed ids and no dates: the same data renders to the same files.
-    with matplotlib.rc_context({"svg.hashsalt": "genbench", "svg.fonttype": "path"}):
-        fig.savefig(out_dir / f"{name}.png", dpi=110, metadata={"Software": None})
-        fig.savefig(out_dir / f"{name}.svg", metadata={"Date": None, "Creator": None})
-    return f"plots/{name}.png", f"plots/{name}.svg"
-
-
-def _colors(labels: list[str]) -> dict[str, str]:
-    return {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
-
-
-def _num(v: Any) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
 
 
 class PlotWriter:
@@ -102,7 +43,7 @@ class PlotWriter:
         # One colour per model across every figure.
         t = summary.table
         means = t[t["row"] == "mean"] if not t.empty and "row" in t else t
-        self.colors = _colors(sorted({model_label(r) for _, r in means.iterrows()}))
+        self.colors = colors_for(sorted({model_label(r) for _, r in means.iterrows()}))
         self._names: set[str] = set()
 
     def _emit(self, fig: Any, name: str, title: str, caption: str = "") -> None:
@@ -111,7 +52,7 @@ class PlotWriter:
             k += 1
             name = f"{base}-{k}"
         self._names.add(name)
-        png, svg = _save(fig, self.dir, name)
+        png, svg = save_figure(fig, self.dir, name)
         self.figures.append(Figure(name, title, png, svg, caption))
 
     def _try(self, what: str, fn: Callable[[], None]) -> None:
@@ -150,14 +91,14 @@ class PlotWriter:
         colors = self.colors
         ncols = min(4 if len(labels) <= 3 else 3, len(keys))
         nrows = math.ceil(len(keys) / ncols)
-        fig, axes = _new_figure(ncols, nrows, w=min(5.5, max(3.0, 0.55 * len(labels) + 1.8)), h=3.2)
+        fig, axes = new_figure(ncols, nrows, w=min(5.5, max(3.0, 0.55 * len(labels) + 1.8)), h=3.2)
         for ax in axes.flat[len(keys) :]:
             ax.set_visible(False)
         for ax, key in zip(axes.flat, keys, strict=False):
             col = COLUMN[key]
             x = np.arange(len(labels))
-            means = [_num(v) for v in agg[key]]
-            cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
+            means = [num(v) for v in agg[key]]
+            cis = [num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
             have = [i for i, m in enumerate(means) if not math.isnan(m)]
             bars = ax.bar(
                 [x[i] for i in have],
@@ -219,8 +160,8 @@ class PlotWriter:
         if c is None:
             return
         real = self.s.rows(g, "real")
-        floor = _num(real.iloc[0].get("kid")) if not real.empty and "kid" in real else None
-        fig, axes = _new_figure(3, w=4.0, h=3.3)
+        floor = num(real.iloc[0].get("kid")) if not real.empty and "kid" in real else None
+        fig, axes = new_figure(3, w=4.0, h=3.3)
         caption = curve_plot.draw(axes[0], c, self.colors, floor)
         fig.suptitle(f"{g.title}: quality vs training compute", fontsize=10)
         self._emit(fig, f"compute-{tag}", f"Quality vs training compute, {g.title}", caption)
@@ -244,11 +185,11 @@ class PlotWriter:
             return
         labels = [model_label(r) for _, r in agg.iterrows()]
         colors = self.colors
-        fig, axes = _new_figure(len(panels), w=4.8, h=3.8)
+        fig, axes = new_figure(len(panels), w=4.8, h=3.8)
         for ax, (xk, xlabel, xbetter) in zip(axes.flat, panels, strict=True):
-            xs = [_num(v) for v in agg[xk]]
-            ys = [_num(v) for v in agg[key]]
-            cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
+            xs = [num(v) for v in agg[xk]]
+            ys = [num(v) for v in agg[key]]
+            cis = [num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
             for x, y, c, lab in zip(xs, ys, cis, labels, strict=True):
                 if math.isnan(x) or math.isnan(y):
                     continue
@@ -267,7 +208,7 @@ class PlotWriter:
                 if len(front) > 1:
                     ax.step(fx, fy, where="post", color="gray", ls="--", lw=1)
             if all(x > 0 for x in xs if not math.isnan(x)):
-                _log_x(ax)
+                log_x(ax)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(f"{col.label} ({col.better} is better)")
             ax.legend(fontsize=7)
@@ -315,14 +256,14 @@ class PlotWriter:
                 for k in sorted({k for v in vars_ for k in v})
                 if len({v.get(k) for v in vars_}) > 1
             ]
-            means = [_num(v) for v in grp[key]]
+            means = [num(v) for v in grp[key]]
             if len(keys) == 1:
                 k = keys[0]
                 vals = [v.get(k, "-") for v in vars_]
                 order = sorted(range(len(vals)), key=lambda i: _sort_key(vals[i]))
-                fig, axes = _new_figure(w=5.0, h=3.6)
+                fig, axes = new_figure(w=5.0, h=3.6)
                 ax = axes[0, 0]
-                cis = [_num(v) for v in grp.get(f"{key}_ci95", pd.Series([math.nan] * len(grp)))]
+                cis = [num(v) for v in grp.get(f"{key}_ci95", pd.Series([math.nan] * len(grp)))]
                 ax.errorbar(
                     [vals[i] for i in order],
                     [means[i] for i in order],
@@ -340,9 +281,7 @@ class PlotWriter:
                 grid = np.full((len(ys), len(xs)), np.nan)
                 for v, m in zip(vars_, means, strict=True):
                     grid[ys.index(v.get(ky, "-")), xs.index(v.get(kx, "-"))] = m
-                fig, axes = _new_figure(
-                    w=max(4.5, 1.1 * len(xs) + 2), h=max(3.5, 0.8 * len(ys) + 2)
-                )
+                fig, axes = new_figure(w=max(4.5, 1.1 * len(xs) + 2), h=max(3.5, 0.8 * len(ys) + 2))
                 ax = axes[0, 0]
                 cmap = "viridis_r" if col.better == "lower" else "viridis"
                 im = ax.imshow(grid, cmap=cmap, aspect="auto")
@@ -383,124 +322,12 @@ class PlotWriter:
         sel = seeds[(seeds["model"] == model) & (seeds["variant"] == variant)]
         return self.by_id.get(sel.iloc[0]["run_id"]) if not sel.empty else None
 
-    # -- training curves ------------------------------------------------------------------
+    # -- training curves and guidance (training_plots.py) ----------------------------
     def loss_curves(self) -> None:
-        runs = [r for r in self.s.records if not r.is_real and r.model]
-        by_key: dict[tuple[str, str, str], list[RunRecord]] = {}
-        for r in runs:
-            v = ", ".join(f"{k}={x}" for k, x in self.s.variants.get(r.run_id, {}).items())
-            by_key.setdefault((str(r.experiment), str(r.model), v), []).append(r)
-        for (exp, model, variant), recs in sorted(by_key.items()):
-            logs = {r.run_id: r.train_log() for r in recs}
-            keys = sorted(
-                {
-                    k
-                    for log in logs.values()
-                    for rec in log
-                    for k, v in rec.items()
-                    if k not in LOG_BOOKKEEPING
-                    and isinstance(v, (int, float))
-                    and not isinstance(v, bool)
-                }
-            )
-            if not keys:
-                continue
-            ncols = min(3, len(keys))
-            nrows = math.ceil(len(keys) / ncols)
-            fig, axes = _new_figure(ncols, nrows, w=3.8, h=2.8)
-            for ax in axes.flat[len(keys) :]:
-                ax.set_visible(False)
-            recs = sorted(recs, key=lambda r: (r.seed if r.seed is not None else -1, r.run_id))
-            colors = _colors([r.run_id for r in recs])
-            for ax, k in zip(axes.flat, keys, strict=False):
-                for r in recs:
-                    pts = [
-                        (_num(rec.get("kimg", rec.get("step"))), _num(rec[k]))
-                        for rec in logs[r.run_id]
-                        if k in rec
-                    ]
-                    pts = [(x, y) for x, y in pts if not (math.isnan(x) or math.isnan(y))]
-                    if pts:
-                        ax.plot(
-                            *zip(*pts, strict=True),
-                            "-o" if len(pts) < 4 else "-",
-                            ms=3,
-                            lw=1,
-                            color=colors[r.run_id],
-                            label=f"seed {r.seed}" + ("" if r.done else f" ({r.status})"),
-                        )
-                ax.set_title(k, fontsize=9)
-                ax.set_xlabel("kimg", fontsize=8)
-                ax.tick_params(labelsize=7)
-            axes.flat[0].legend(fontsize=7)
-            label = model + (f" [{variant}]" if variant else "")
-            fig.suptitle(f"{exp}: {label} training curves", fontsize=10)
-            self._emit(
-                fig,
-                f"train-{slug(exp)}-{slug(model)}"
-                + (f"-{slug(variant, limit=40)}" if variant else ""),
-                f"Training curves, {exp}: {label}",
-                "Every logged scalar from train_log.jsonl against training images seen, one line per seed.",
-            )
+        training_plots.loss_curves(self)
 
-    # -- classifier-free guidance ------------------------------------------------------------
     def cfg_curves(self) -> None:
-        recs = [(r, r.cfg_sweep()) for r in self.s.records if r.done]
-        recs = [(r, pts) for r, pts in recs if pts]
-        by_model: dict[tuple[str, str], list[tuple[RunRecord, list[dict[str, Any]]]]] = {}
-        for r, pts in recs:
-            by_model.setdefault((str(r.experiment), str(r.model)), []).append((r, pts))
-        for (exp, model), items in sorted(by_model.items()):
-            have = [
-                k
-                for k in GUIDANCE
-                if any(
-                    not math.isnan(_num(flatten_scores(p.get("scores") or {}).get(k)))
-                    for _, pts in items
-                    for p in pts
-                )
-            ]
-            # Guidance trades fidelity for class adherence: one of each where both exist.
-            lower = [k for k in have if COLUMN[k].better == "lower"]
-            higher = [k for k in have if COLUMN[k].better != "lower"]
-            present = (lower[:1] + higher[:1] + lower[1:] + higher[1:])[:2]
-            if not present:
-                continue
-            fig, axes = _new_figure(len(present), w=4.2, h=3.2)
-            colors = _colors([r.run_id for r, _ in items])
-            for ax, k in zip(axes.flat, present, strict=True):
-                for r, pts in items:
-                    xy = sorted(
-                        (_num(p["scale"]), _num(flatten_scores(p.get("scores") or {}).get(k)))
-                        for p in pts
-                    )
-                    xy = [(x, y) for x, y in xy if not (math.isnan(x) or math.isnan(y))]
-                    if xy:
-                        ax.plot(
-                            *zip(*xy, strict=True),
-                            "o-",
-                            ms=3,
-                            color=colors[r.run_id],
-                            label=f"seed {r.seed}",
-                        )
-                col = COLUMN.get(k)
-                ax.set_xlabel("guidance scale")
-                ax.set_ylabel(f"{col.label if col else k} ({col.better if col else ''} is better)")
-                ax.legend(fontsize=7)
-            fig.suptitle(f"{exp}: {model}, quality vs guidance scale", fontsize=10)
-            self._emit(
-                fig,
-                f"cfg-{slug(exp)}-{slug(model)}",
-                f"Guidance scale, {exp}: {model}",
-                "From cfg_sweep.json: the guidance scale trades class consistency against diversity.",
-            )
-
-
-def _log_x(ax: Any) -> None:
-    from matplotlib.ticker import NullFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short ranges
+        training_plots.cfg_curves(self)
 
 
 def _sort_key(v: str) -> tuple[int, float, str]:
@@ -560,16 +387,16 @@ def _flag_and_sampling(
     flagged: list[bool],
 ) -> None:
     """Hatch the flagged runs' bars; gray whiskers: one seed's sampling-only interval."""
-    means = [_num(v) for v in agg[key]]
-    cis = [_num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
+    means = [num(v) for v in agg[key]]
+    cis = [num(v) for v in agg.get(f"{key}_ci95", pd.Series([math.nan] * len(agg)))]
     for bar, i in zip(bars.patches, have, strict=True):
         if flagged[i]:  # flagged for copying: hatched, red edge, never "best"
             bar.set_hatch("xx")
             bar.set_edgecolor("red")
-    sampling = [i for i in have if not cis[i] > 0 and not math.isnan(_num(lo_hi(agg, key, i)[0]))]
+    sampling = [i for i in have if not cis[i] > 0 and not math.isnan(num(lo_hi(agg, key, i)[0]))]
     if sampling:  # one seed: the bootstrap interval over samples, drawn in gray
-        lows = [means[i] - _num(lo_hi(agg, key, i)[0]) for i in sampling]
-        highs = [_num(lo_hi(agg, key, i)[1]) - means[i] for i in sampling]
+        lows = [means[i] - num(lo_hi(agg, key, i)[0]) for i in sampling]
+        highs = [num(lo_hi(agg, key, i)[1]) - means[i] for i in sampling]
         ax.errorbar(
             [x[i] for i in sampling],
             [means[i] for i in sampling],
