@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from genbench.report import verdict
+import genbench.report.verdict as verdict
 from genbench.report.collect import RunRecord
 from genbench.utils.files import read_json
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genbench.report import training_plots
+import genbench.report.training_plots as training_plots
 from genbench.report.collect import RunRecord
 from genbench.report.figures import Figure, colors_for, log_x, new_figure, num, save_figure
 from genbench.report.tables import (
@@ -154,7 +154,7 @@ class PlotWriter:
 
     # -- quality vs training compute ---------------------------------------------------
     def vs_compute(self, g: Group, tag: str) -> None:
-        from genbench.report import curve_plot
+        import genbench.report.curve_plot as curve_plot
 
         c = g.curves
         if c is None:
