@@ -199,6 +199,31 @@ def test_budget_in_seconds_stops_on_the_time_inside_train_steps(digits, tmp_path
     assert taken == [3, 6]  # each snapshot once, at the first step past 0.15 s and 0.3 s
 
 
+def test_checkpoints_fall_at_tenths_of_a_flop_or_seconds_budget(digits, tmp_path, monkeypatch):
+    import genbench.train.duties as duties
+    import genbench.train.loop as loop
+
+    saved: list[int] = []
+    monkeypatch.setattr(duties, "save_checkpoint", lambda *a, step, **k: saved.append(step))
+    per_step = train(
+        make(digits), digits.train, TrainConfig(kimg=0.016, batch_size=16, eval_images=0),
+        seed=0, run_dir=tmp_path / "count",
+    ).flops_per_step  # fmt: skip
+    # 40 steps bought by FLOPs: every 4th step, not a tenth of the unused kimg budget.
+    cfg = TrainConfig(budget="tflop", tflop=39.5 * per_step / 1e12, batch_size=16, eval_images=0)
+    saved.clear()
+    train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path / "flops")
+    assert saved == list(range(4, 40, 4))  # the final one is the loop's own
+    # A seconds budget checkpoints by the clock: 0.05 s per step, a save every 0.06 s.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * 0.05))
+    cfg = TrainConfig(budget="seconds", seconds=0.6, batch_size=16, eval_images=0)
+    saved.clear()
+    train(make(digits), digits.train, cfg, seed=0, run_dir=tmp_path / "seconds")
+    assert saved[0] == 2 and saved == sorted(set(saved)) and 8 <= len(saved) <= 10
+    assert saved[-1] < 12
+
+
 def test_a_flop_or_seconds_budget_needs_its_value():
     with pytest.raises(ValueError, match="train.tflop"):
         TrainConfig(budget="tflop")

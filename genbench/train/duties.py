@@ -158,13 +158,34 @@ class Snapshot:
 
 
 class Checkpoint:
-    """A checkpoint every ``every`` steps; the loop itself saves the final one."""
+    """A checkpoint every ``every`` steps, or every ``every_seconds`` of training time;
+    the loop itself saves the final one."""
 
-    def __init__(self, run_dir: Path, model: Generator, *, every: int, fmt: str = "torch") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        model: Generator,
+        *,
+        every: int | None,
+        every_seconds: float | None = None,
+        fmt: str = "torch",
+    ) -> None:
         self.run_dir, self.model, self.every, self.fmt = run_dir, model, every, fmt
+        self.every_seconds, self._next = every_seconds, every_seconds
+
+    def _due(self, state: LoopState) -> bool:
+        if self.every is not None:
+            return state.step % self.every == 0
+        if self._next is None or self.every_seconds is None:
+            return False
+        if state.train_seconds < self._next:
+            return False
+        while self._next <= state.train_seconds:  # one save, however many marks a step passed
+            self._next += self.every_seconds
+        return True
 
     def after_step(self, state: LoopState) -> None:
-        if state.step % self.every == 0 and state.step < state.total:
+        if self._due(state) and state.step < state.total:
             save_checkpoint(
                 self.run_dir,
                 self.model,

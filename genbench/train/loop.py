@@ -96,9 +96,16 @@ def total_steps(cfg: TrainConfig, flops_per_step: int | None = None) -> int:
     return max(1, math.ceil(cfg.kimg * 1000 / cfg.batch_size))
 
 
-def checkpoint_interval(cfg: TrainConfig) -> int:
-    kimg = cfg.checkpoint_kimg if cfg.checkpoint_kimg is not None else cfg.kimg / 10
-    return max(1, round(kimg * 1000 / cfg.batch_size))
+def checkpoint_interval(cfg: TrainConfig, *, total: int = OPEN_ENDED) -> int | None:
+    """Steps between checkpoints: ``checkpoint_kimg``, else a tenth of the budget in
+    steps; None for a seconds budget, which checkpoints by the clock instead."""
+    if cfg.checkpoint_kimg is not None:
+        return max(1, round(cfg.checkpoint_kimg * 1000 / cfg.batch_size))
+    if cfg.budget == "seconds":
+        return None
+    if cfg.budget == "tflop" and total < OPEN_ENDED:
+        return max(1, round(total / 10))
+    return max(1, round(cfg.kimg * 100 / cfg.batch_size))
 
 
 def eval_interval(cfg: TrainConfig, n_train: int) -> int:
@@ -168,6 +175,7 @@ def train(
             cfg,
             run_dir,
             n_train=len(data),
+            total=state.total,
             holdout=holdout,
             on_step=on_step,
             snapshots=_snapshot_points(cfg, state, snapshot_steps, snapshot_fractions),
@@ -240,6 +248,7 @@ def _standard_duties(
     run_dir: Path,
     *,
     n_train: int,
+    total: int,
     holdout: ImageSet | None,
     on_step: Callable[[int, int, dict[str, float]], None] | None,
     snapshots: tuple[set[int], list[float]],
@@ -259,8 +268,13 @@ def _standard_duties(
     if on_snapshot is not None and (steps or marks):
         out.append(Snapshot(model, sorted(steps), on_snapshot, seconds=marks))
     if main:
-        every = checkpoint_interval(cfg)
-        out.append(Checkpoint(run_dir, model, every=every, fmt=cfg.checkpoint_format))
+        every = checkpoint_interval(cfg, total=total)
+        seconds = cfg.seconds / 10 if every is None else None  # a tenth of a seconds budget
+        out.append(
+            Checkpoint(
+                run_dir, model, every=every, every_seconds=seconds, fmt=cfg.checkpoint_format
+            )
+        )
     return out
 
 
