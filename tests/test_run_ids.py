@@ -41,6 +41,9 @@ def test_real_data_run_id_is_pinned():
         reason="y",
     )
     assert real_data_run_id(load_experiment("smoke"), choice) == "smoke-real-n32-a96fb81b79"
+    # Snapshot settings belong to trained models: the real row keeps its folder under them.
+    snaps = load_experiment("smoke", overrides=["metrics.snapshot_fractions=[0.5]"])
+    assert real_data_run_id(snaps, choice) == "smoke-real-n32-a96fb81b79"
 
 
 def test_run_id_shape():

@@ -23,10 +23,19 @@ from genbench.utils.progress import Reporter
 def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> str:
     """The real-data row's folder name: what it measured (data, N, metric settings and
     extractor) decides its digest, as a run's config decides a run's."""
+    # Snapshots are a trained model's: they enter this row's digest at their defaults, so
+    # changing them does not redo it (and ids from before this rule keep theirs).
+    fields = type(experiment.metrics).model_fields
+    at_default = {
+        k: f.get_default(call_default_factory=True)
+        for k, f in fields.items()
+        if k.startswith("snapshot_")
+    }
+    metrics = experiment.metrics.model_copy(update=at_default).id_dump()
     key = {
         "data": experiment.data.id_dump(),
         "n": experiment.sample.n,
-        "metrics": experiment.metrics.id_dump(),
+        "metrics": metrics,
         "extractor": choice.name,
         "weights_sha256": choice.weights_sha256,
         "images": "held-out, after the reference",  # v2: no longer training images
