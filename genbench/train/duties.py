@@ -171,14 +171,12 @@ class Checkpoint:
         fmt: str = "torch",
     ) -> None:
         self.run_dir, self.model, self.every, self.fmt = run_dir, model, every, fmt
-        self.every_seconds, self._next = every_seconds, every_seconds
+        self.every_seconds, self._next = every_seconds, every_seconds or 0.0
 
     def _due(self, state: LoopState) -> bool:
         if self.every is not None:
             return state.step % self.every == 0
-        if self._next is None or self.every_seconds is None:
-            return False
-        if state.train_seconds < self._next:
+        if self.every_seconds is None or state.train_seconds < self._next:
             return False
         while self._next <= state.train_seconds:  # one save, however many marks a step passed
             self._next += self.every_seconds
