@@ -196,6 +196,19 @@ def test_mix_stage_never_matches_a_query_to_itself(bundle):
     assert (m_self.half_d < 1e-6).all()  # without the exclusion each finds itself
 
 
+def test_blank_samples_are_not_blends_of_training_images(bundle):
+    # A diverged sampler's all-black (or all-white) images: an intercept explains them, so a
+    # two-image fit of them "explains" them too; that is no evidence of copying.
+    blank = torch.cat([torch.zeros(6, 1, 16, 16), torch.full((6, 1, 16, 16), 255.0)])
+    blank = blank.to(torch.uint8).expand(-1, bundle.train.images.shape[1], -1, -1)
+    m = mixes.match_mixes(blank, bundle.train.images[:200], device=CPU)
+    assert (m.blend_d == 1).all() and (m.half_d >= 0.99).all()
+    q = bundle.holdout.images[:8]  # structured images still get a real fit
+    assert (mixes.match_mixes(q, bundle.train.images[:200], device=CPU).blend_d < 1).all()
+    report = audit(bundle, blank, n=len(blank))
+    assert report["n_copies"] == 0 and not report["flagged"]
+
+
 # -- plugins that copy, installed through entry-point metadata --------------------------------
 COPIERS = """
 import torch

@@ -91,16 +91,23 @@ def _top_correlated(
     return best_v, best_i
 
 
+#: Per-pixel variance below which an image has no structure (under half a grey level): the
+#: intercept alone explains it, so a two-image fit of it is no evidence of a blend.
+FLAT_VARIANCE = (0.5 / 255) ** 2
+
+
 def _fit_r2(q: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - R^2 of q ~ x a + y b + c (least squares), batched over leading dimensions."""
+    """1 - R^2 of q ~ x a + y b + c (least squares), batched over leading dimensions;
+    1 (nothing explained) for a flat q, whose R^2 is undefined."""
     ones = torch.ones_like(q)
     X = torch.stack([a, b, ones], -1).double()  # ... x D x 3
     y = q.double()[..., None]
     xtx = X.transpose(-1, -2) @ X + 1e-9 * torch.eye(3, dtype=X.dtype, device=X.device)
     coef = torch.linalg.solve(xtx, X.transpose(-1, -2) @ y)
     res = (y - X @ coef)[..., 0]
-    tss = (q.double() - q.double().mean(-1, keepdim=True)).pow(2).sum(-1).clamp_min(1e-12)
-    return (res.pow(2).sum(-1) / tss).float()
+    tss = (q.double() - q.double().mean(-1, keepdim=True)).pow(2).sum(-1)
+    flat = tss < FLAT_VARIANCE * q.shape[-1]
+    return torch.where(flat, 1.0, res.pow(2).sum(-1) / tss.clamp_min(1e-12)).float()
 
 
 def _coarse(x: torch.Tensor, side: int) -> torch.Tensor:
