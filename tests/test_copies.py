@@ -10,10 +10,10 @@ import torch
 from genbench import registry
 from genbench.config import DataConfig, MetricsConfig
 from genbench.data import load_data
-from genbench.metrics import datacopy, mixes, scoring
-from genbench.metrics.audit import copy_audit, fresh_sets, pool_of
-from genbench.metrics.copies import CopySettings, wilson
-from genbench.metrics.descriptor import DescriptorSettings, get_descriptor
+from genbench.metrics import scoring
+from genbench.metrics.audit import copy_audit, datacopy, fresh_sets, mixes, pool_of
+from genbench.metrics.audit.copies import CopySettings, wilson
+from genbench.metrics.audit.descriptor import DescriptorSettings, get_descriptor
 from genbench.runs.grid import run_experiment
 from tests.conftest import FAST_AUDIT, tiny_experiment
 from tests.standin import standin_choice
@@ -120,7 +120,7 @@ def test_blends_and_mosaics_of_two_training_images_are_caught_by_the_mix_stage(b
 
 
 def mixes_mosaic(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    from genbench.metrics.edits import mosaic
+    from genbench.metrics.audit.edits import mosaic
 
     return mosaic(a, b, keep=0.5, axis=-1)
 

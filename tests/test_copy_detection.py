@@ -20,9 +20,9 @@ from torch import nn
 from genbench.config import DataConfig
 from genbench.contract import Generator
 from genbench.data import load_data
-from genbench.metrics import edits, scoring
-from genbench.metrics.audit import cells_for, copy_audit, fresh_sets, fresh_stats, pool_of
-from genbench.metrics.copies import CopySettings, build_pool_index, calibrate, query_stats
+from genbench.metrics import scoring
+from genbench.metrics.audit import cells_for, copy_audit, edits, fresh_sets, fresh_stats, pool_of
+from genbench.metrics.audit.copies import CopySettings, build_pool_index, calibrate, query_stats
 from genbench.utils.errors import DataError
 
 pytestmark = pytest.mark.slow

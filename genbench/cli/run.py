@@ -94,7 +94,7 @@ def run(
     """
     from genbench import api
     from genbench.config import run_config_toml
-    from genbench.metrics.audit import plan_text as audit_plan
+    from genbench.metrics.audit.unit import plan_text as audit_plan
     from genbench.utils.progress import Reporter
 
     kw: dict[str, Any] = {

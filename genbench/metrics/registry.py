@@ -240,7 +240,7 @@ for _u in (
     ),
     MetricUnit(
         "copies",
-        "genbench.metrics.audit:copies_unit",
+        "genbench.metrics.audit.unit:copies_unit",
         (Column("copy_rate", "copy rate", "lower"),),
         switch="memorization",
         description=(

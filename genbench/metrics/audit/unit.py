@@ -9,8 +9,7 @@ from typing import Any
 
 import torch
 
-from genbench.metrics.cache import cache_root, sha256_tensor
-from genbench.metrics.copies import (
+from genbench.metrics.audit.copies import (
     DEFINITION,
     VERSION,
     CopySettings,
@@ -25,8 +24,9 @@ from genbench.metrics.copies import (
     query_stats,
     verdict,
 )
-from genbench.metrics.descriptor import DescriptorSettings
-from genbench.metrics.ncc import TRANSFORMS
+from genbench.metrics.audit.descriptor import DescriptorSettings
+from genbench.metrics.audit.ncc import TRANSFORMS
+from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.protocol import split_description
 from genbench.metrics.units import UnitInputs, UnitResult
 from genbench.utils.files import load_torch, save_torch

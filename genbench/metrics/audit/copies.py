@@ -5,15 +5,15 @@ seen or replayed: the training split, the validation slice that ``evaluate()``
 receives, and the whole held-out split (the FID reference included). Three stages,
 each exact over the pool:
 
-1. **learned descriptor** (:mod:`genbench.metrics.descriptor`): an embedding trained
+1. **learned descriptor** (:mod:`genbench.metrics.audit.descriptor`): an embedding trained
    on the training split to be blind to shifts, rotations, zooms, flips, erasing,
    blends, mosaics and photometric edits; exact nearest neighbours by cosine.
    Statistics: ``desc_d = 1 - cos`` to the nearest pool image, ``desc_ratio`` = that
    over the distance to the second nearest;
-2. **pixel NCC** (:mod:`genbench.metrics.ncc`): normalized cross-correlation under
+2. **pixel NCC** (:mod:`genbench.metrics.audit.ncc`): normalized cross-correlation under
    flips, quarter turns, shifts and intensity changes, verified on the pixel stage's
    own shortlist plus the descriptor's neighbours. ``ncc_d``, ``ncc_ratio``;
-3. **mixes** (:mod:`genbench.metrics.mixes`): exact half-image matches (mosaics) and
+3. **mixes** (:mod:`genbench.metrics.audit.mixes`): exact half-image matches (mosaics) and
    two-image least-squares fits (blends). ``half_d``, ``blend_d``.
 
 A sample is a copy when any statistic falls below its threshold: the ``alpha / 6``
@@ -24,7 +24,7 @@ disjoint fresh set (check set) measures that. A run is flagged when
 - its copy rate exceeds the check set's by a one-sided Fisher exact test at ``flag_p``
   (per-sample test), or
 - its samples sit closer to the training split than fresh images do, by the C_T test
-  (:mod:`genbench.metrics.datacopy`) at ``flag_p`` (distribution-level test).
+  (:mod:`genbench.metrics.audit.datacopy`) at ``flag_p`` (distribution-level test).
 
 Calibration and check images are held-out images left after the FID reference and the
 real-data row; where the held-out split is too short for them, the validation slice's
@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from genbench.metrics import datacopy, descriptor, mixes, ncc
+from genbench.metrics.audit import datacopy, descriptor, mixes, ncc
 from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.utils.files import load_torch, save_torch
 from genbench.utils.naming import digest as key_digest

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genbench.metrics.audit.edits import mild, random_attack
 from genbench.metrics.cache import cache_root, sha256_tensor
-from genbench.metrics.edits import mild, random_attack
 from genbench.utils.device import autocast, cpu_has_native_bf16
 from genbench.utils.files import load_torch, save_torch
 from genbench.utils.naming import digest as key_digest

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genbench.metrics.ncc import canonical
+from genbench.metrics.audit.ncc import canonical
 
 REGIONS = ("left", "right", "top", "bottom")
 
