@@ -15,7 +15,7 @@ from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features
 from genbench.metrics.inception import ExtractorChoice
 from genbench.metrics.protocol import SUBSET_SEED, split_description
-from genbench.metrics.scoring import ScoredSet, heldout_parts, score_set
+from genbench.metrics.scoring import ScoredSet, score_set, scoring_parts
 from genbench.utils.naming import run_id
 from genbench.utils.progress import Reporter
 
@@ -40,6 +40,9 @@ def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> s
         "weights_sha256": choice.weights_sha256,
         "images": "held-out, after the reference",  # v2: no longer training images
     }
+    if experiment.metrics.reference == "train":
+        # v3: the held-out cut's first images (before, the audit's calibration images)
+        key["images"] = "held-out, first of the cut (training-split reference)"
     return run_id(experiment=experiment.name, label=f"real-n{experiment.sample.n}", key=key)
 
 
@@ -64,7 +67,9 @@ def score_real_data(
     t0 = time.perf_counter()
     n = cfg.sample.n
     n_ref = cfg.metrics.n_ref or n
-    parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
+    # The samples' own cut: under either reference the row's images are neither the
+    # reference nor the audit's calibration and check images.
+    parts, _ = scoring_parts(bundle, cfg.metrics, n=n)
     real = parts.real
     if len(real) < n:
         reporter.warn(f"real-data row: only {len(real)} held-out images left for N = {n}")
@@ -111,7 +116,7 @@ def _real_metrics(
         "real_subset": {
             "split": bundle.split.get("holdout_from", "holdout"),
             "subset_seed": SUBSET_SEED,
-            "order": "held-out images after the reference in one seeded permutation",
+            "order": "held-out images in one seeded permutation, after a held-out reference",
             "n": len(real),
             "subset_sha256": sha256_tensor(real.images)[:16],
         },

@@ -5,6 +5,7 @@ snapshots during training), and the cut of the held-out split it scores against.
 
 from __future__ import annotations
 
+import itertools
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -42,11 +43,13 @@ def seeded_subset(images: ImageSet, n: int, *, seed: int = SUBSET_SEED) -> Image
 
 
 def heldout_parts(
-    holdout: ImageSet, *, n_ref: int, n: int, seed: int = SUBSET_SEED
+    holdout: ImageSet, *, n_ref: int, n: int, n_fresh: int = 0, seed: int = SUBSET_SEED
 ) -> HeldoutParts:
     """One seeded permutation of the held-out split, cut in order: reference (n_ref,
-    the same images as :func:`seeded_subset`), real-data row (n), calibration (n),
-    check (n). A short split shrinks the later parts, never the reference."""
+    the same images as :func:`seeded_subset`), real-data row (n), calibration and check
+    (n each, and up to ``n_fresh`` each where the split holds them: the copy audit's
+    thresholds and false-positive rate are then measured on more images). A short split
+    shrinks the later parts, never the reference."""
     perm = torch.randperm(len(holdout), generator=torch.Generator().manual_seed(seed))
     notes: list[str] = []
     ref_idx = perm[:n_ref]
@@ -59,7 +62,9 @@ def heldout_parts(
             f"real-data row, calibration and check sets get {k} each"
         )
         n = k
-    parts = [rest[i * n : (i + 1) * n] for i in range(3)]
+    fresh = max(n, min(n_fresh, (len(rest) - n) // 2))
+    bounds = (0, n, n + fresh, n + 2 * fresh)
+    parts = [rest[a:b] for a, b in itertools.pairwise(bounds)]
 
     def take(idx: torch.Tensor) -> ImageSet:
         return holdout.subset(idx.sort().values)
@@ -69,6 +74,23 @@ def heldout_parts(
     return HeldoutParts(
         take(ref_idx), take(parts[0]), take(parts[1]), take(parts[2]), notes, positions
     )
+
+
+def scoring_parts(
+    bundle: DataBundle, metrics_cfg: MetricsConfig, *, n: int
+) -> tuple[HeldoutParts, str]:
+    """The held-out cut every scoring call of an experiment shares (the real-data row's
+    and the samples' alike, so their parts are the same images), and where the FID/KID
+    reference comes from. With ``reference = "train"`` the held-out split is cut as if the
+    reference were empty and the reference is the training split's seeded subset: the
+    real-data row and the audit's fresh sets stay disjoint under either choice."""
+    n_ref = metrics_cfg.n_ref or n
+    fresh = metrics_cfg.copy_fresh if metrics_cfg.memorization else 0
+    if metrics_cfg.reference == "train":
+        parts = heldout_parts(bundle.holdout, n_ref=0, n=n, n_fresh=fresh)
+        parts.reference = seeded_subset(bundle.train, n_ref)
+        return parts, "train"
+    return heldout_parts(bundle.holdout, n_ref=n_ref, n=n, n_fresh=fresh), "holdout"
 
 
 def settings_from(cfg: MetricsConfig) -> FidelitySettings:
@@ -195,12 +217,7 @@ def score_set(
     (``keep_files``) for the caller to write."""
     reporter = reporter or Reporter()
     job = _prepare(
-        images,
-        bundle=bundle,
-        n_ref=n_ref,
-        reporter=reporter,
-        label=label,
-        reference=metrics_cfg.reference,
+        images, bundle=bundle, metrics_cfg=metrics_cfg, n_ref=n_ref, reporter=reporter, label=label
     )
     x = units.UnitInputs(
         images=job.native,
@@ -259,14 +276,15 @@ def _prepare(
     images: torch.Tensor,
     *,
     bundle: DataBundle,
+    metrics_cfg: MetricsConfig,
     n_ref: int,
     reporter: Reporter,
     label: str,
-    reference: str = "test",
 ) -> _Job:
     """Check the images and cut the held-out split (and with ``reference = "train"``,
     take the reference from the training split instead)."""
     spec = bundle.spec
+    reference = metrics_cfg.reference
     notes: list[str] = []
 
     def warn(msg: str) -> None:
@@ -286,13 +304,8 @@ def _prepare(
     source, pool = ("train", bundle.train) if reference == "train" else ("holdout", bundle.holdout)
     if n_ref > len(pool):
         warn(f"only {len(pool)} {source} images; N_ref = {len(pool)} instead of {n_ref}")
-    if source == "train":
-        # The held-out split keeps its real-data row and audit sets, cut as if the
-        # reference were empty; the reference is the training split's seeded subset.
-        parts = heldout_parts(bundle.holdout, n_ref=0, n=n)
-        parts.reference = seeded_subset(pool, n_ref)
-    else:
-        parts = heldout_parts(bundle.holdout, n_ref=n_ref, n=n)
+    cfg = metrics_cfg.model_copy(update={"n_ref": n_ref, "reference": reference})
+    parts, _ = scoring_parts(bundle, cfg, n=n)
     for note in parts.notes:
         warn(note)
     if n != len(parts.reference):
