@@ -239,9 +239,25 @@ class MetricsConfig(_Strict):
         gt=0.0,
         lt=1.0,
         description=(
-            "a run is flagged when its copy rate exceeds fresh images' (Fisher) or its "
-            "samples sit closer to the training split than fresh images (C_T) at this p"
+            "family-wise error of a copy flag: a run is flagged when 'copied fraction <= "
+            "copy_tolerance' is rejected at this level (Bonferroni over the audit's three "
+            "estimates; the report adjusts over its runs by Holm)"
         ),
+    )
+    copy_tolerance: float = Field(
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="copied fraction tolerated: a run is flagged only when a lower "
+        "confidence bound of its copied fraction (per sample or by membership) exceeds it",
+        json_schema_extra=_NEW_KEY,
+    )
+    copy_descriptor_seed: int | None = Field(
+        None,
+        ge=0,
+        description="seed of the copy descriptor's training; None: drawn once per results "
+        "folder (kept in RESULTS/.audit-seed.json), so a plugin cannot rebuild the network",
+        json_schema_extra=_NEW_KEY,
     )
     copy_fresh: int = Field(
         1000,

@@ -76,8 +76,33 @@ TENSORBOARD = "tensorboard"
 WANDB_ID = "wandb.json"
 MANIFEST = "manifest.json"  # in samples/
 
+#: In the results folder itself: the copy descriptor's seed, shared by its runs.
+AUDIT_SEED = ".audit-seed.json"
+
 #: Keys of a train-log record that are bookkeeping, not losses or metrics.
 LOG_BOOKKEEPING = ("step", "kimg", "elapsed_s", "images_per_s")
+
+
+def audit_seed(results_dir: Path) -> int:
+    """The copy descriptor's seed for every run scored in a results folder: drawn the
+    first time the folder is scored and kept in it (``.audit-seed.json``), so the
+    descriptor trains once per folder and no plugin can rebuild it from the training
+    images alone. Created exclusively: concurrent first runs agree on one seed."""
+    import secrets
+
+    path = results_dir / AUDIT_SEED
+    for _ in range(2):
+        try:
+            return int(read_json(path)["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        results_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with path.open("x") as f:
+                f.write(f'{{"seed": {secrets.randbelow(2**31)}}}\n')
+        except FileExistsError:
+            time.sleep(0.2)  # another process is writing it
+    return int(read_json(path)["seed"])
 
 
 @dataclass(frozen=True)

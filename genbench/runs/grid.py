@@ -19,7 +19,7 @@ from genbench.data import DataBundle, load_data
 from genbench.runs.folder import RunFolder, set_status, try_lock_run
 from genbench.runs.plan import PlannedRun, plan_grid, with_device
 from genbench.runs.preflight import check_specs, preflight
-from genbench.runs.steps import execute_run
+from genbench.runs.steps import audit_metrics, execute_run
 from genbench.utils.device import configure_backend, resolve_device
 from genbench.utils.distributed import DistInfo, broadcast_object, from_env, shutdown
 from genbench.utils.errors import GenbenchError, one_line
@@ -272,8 +272,12 @@ def real_data_row(
             reporter.info(f"{folder.name}: already done, skipped")
             return folder.path
         folder.set_status("running")
+        # Scored under the results folder's copy-descriptor seed, as the runs are.
+        scoring_cfg = experiment.model_copy(
+            update={"metrics": audit_metrics(experiment.metrics, results_dir)}
+        )
         scored = score_real_data(
-            bundle, experiment, choice=choice, device=device, run_id=folder.name, reporter=reporter
+            bundle, scoring_cfg, choice=choice, device=device, run_id=folder.name, reporter=reporter
         )
         folder.write_files(scored.files)
         folder.write_metrics(scored.record)

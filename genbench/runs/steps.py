@@ -17,16 +17,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from genbench import registry
 from genbench._version import __version__
-from genbench.config import RunConfig, run_config_toml
+from genbench.config import MetricsConfig, RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.runs.folder import RunFolder, copy_training, find_trained_twin, train_key
+from genbench.runs.folder import (
+    RunFolder,
+    audit_seed,
+    copy_training,
+    find_trained_twin,
+    train_key,
+)
 from genbench.runs.pretrained import load_pretrained, train_record
 from genbench.runs.samples import assemble, generate, plan_labels
 from genbench.trackers import Trackers, open_trackers
@@ -391,7 +398,7 @@ def score(
         images,
         bundle=run.bundle,
         data_cfg=cfg.data,
-        metrics_cfg=cfg.metrics,
+        metrics_cfg=audit_metrics(cfg.metrics, run.folder.path.parent),
         n_ref=cfg.metrics.n_ref or cfg.sample.n,
         choice=extractor(run),
         device=resolve_device(cfg.train.device),
@@ -404,6 +411,14 @@ def score(
     )
     scored.record["scoring"] = {"seconds": round(time.perf_counter() - t0, 3)}
     return scored
+
+
+def audit_metrics(metrics: MetricsConfig, results_dir: Path) -> MetricsConfig:
+    """The metrics settings a run is scored under: the copy descriptor's seed, when the
+    config leaves it open, is the results folder's (:func:`folder.audit_seed`)."""
+    if not metrics.memorization or metrics.copy_descriptor_seed is not None:
+        return metrics
+    return metrics.model_copy(update={"copy_descriptor_seed": audit_seed(results_dir)})
 
 
 def write(run: Run, metrics: dict[str, Any]) -> None:

@@ -1,13 +1,16 @@
 """The learned copy descriptor: an embedding in which an edited training image stays
 next to its source.
 
-The idea of SSCD (Pizzi et al. 2022), trained on the experiment's own training split:
-a small CNN learns, self-supervised (instance discrimination, InfoNCE), to map each
-training image and a randomly attacked version of it (:func:`edits.random_attack`:
-shifts, rotations, zooms, flips, erasing, blends and mosaics with other images,
-brightness, contrast, gamma, blur, noise) to the same point and apart from every other
-image. It trains once per dataset, resolution and split (cached, like the class-consistency
-classifier), in a bounded number of steps, and is reused by every run of an experiment.
+The idea of SSCD (Pizzi et al. 2022), trained on the audit's own pool (every real image:
+training, validation and held-out alike, so that it treats images a generator trained on
+and images it never saw the same way): a small CNN learns, self-supervised (instance
+discrimination, InfoNCE), to map each image and a random composition of edits of it
+(:func:`edits.random_attack`: shifts, rotations, zooms, crops at any scale, smooth warps,
+flips, erasing, blends of up to four images, mosaics of any layout, brightness, contrast,
+gamma, blur, noise) to the same point and apart from every other image. It trains once
+per dataset, resolution, split and seed (cached), in a bounded number of steps, and is
+reused by every run that shares them. The seed is drawn once per results folder, so a
+plugin handed the training images cannot rebuild the same network.
 
 Inputs are the audit's canonical form (mean over channels in [0, 1]), standardized per
 image (blind to affine intensity changes) and area-downsampled to at most 32 px.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,7 +37,7 @@ from genbench.utils.files import load_torch, save_torch
 from genbench.utils.naming import digest as key_digest
 
 #: Bump when the network, its inputs or its training change: cached descriptors are keyed by it.
-DESCRIPTOR_FORMAT = 1
+DESCRIPTOR_FORMAT = 2  # 2: trained on the whole pool, on edit families (k-blends, mosaics, warps)
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
 def train_descriptor(
     train_images: torch.Tensor, *, settings: DescriptorSettings, device: torch.device
 ) -> tuple[CopyNet, dict[str, Any]]:
-    """Train on uint8 training images; returns (network, info)."""
+    """Train on uint8 images (the audit's pool); returns (network, info)."""
     t0 = time.perf_counter()
     side = min(train_images.shape[-1], settings.max_side)
     max_shift = max(2.0, side / 4)  # the attack ladder goes to 8 px at 32 px
@@ -177,12 +181,27 @@ def train_descriptor(
     tail = losses[-max(1, len(losses) // 10) :]
     info = {
         "steps": settings.steps,
+        "seed": settings.seed,
         "train_n": len(train_images),
         "final_loss": round(sum(tail) / len(tail), 4),
         "train_seconds": round(time.perf_counter() - t0, 2),
         "precision": _precision(device),
     }
     return net.eval(), info
+
+
+def drawn_seed() -> int:
+    """The descriptor's seed where none is given: drawn once and kept in the cache
+    (``$GENBENCH_CACHE/copies/descriptor-seed.json``), so it is not a constant a plugin
+    can reproduce. A run's seed is its results folder's (see genbench/runs/folder.py)."""
+    path = cache_root() / "copies" / "descriptor-seed.json"
+    try:
+        return int(json.loads(path.read_text())["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        seed = secrets.randbelow(2**31)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seed": seed}))
+        return seed
 
 
 def get_descriptor(

@@ -10,22 +10,20 @@ from typing import Any
 import torch
 
 from genbench.metrics.audit.copies import (
-    DEFINITION,
-    VERSION,
-    CopySettings,
     Pool,
     PoolIndex,
     QueryStats,
     build_pool_index,
-    calibrate,
-    concat_stats,
     make_pool,
-    pair_files,
     query_stats,
-    verdict,
 )
-from genbench.metrics.audit.descriptor import DescriptorSettings
+from genbench.metrics.audit.descriptor import DescriptorSettings, drawn_seed
+from genbench.metrics.audit.membership import Membership, nearest_is_train, pixel_vectors
+from genbench.metrics.audit.mixes import full_vectors
 from genbench.metrics.audit.ncc import TRANSFORMS
+from genbench.metrics.audit.pairs import pair_files
+from genbench.metrics.audit.settings import DEFINITION, VERSION, CopySettings
+from genbench.metrics.audit.verdict import calibrate, concat_stats, verdict
 from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.protocol import split_description
 from genbench.metrics.units import UnitInputs, UnitResult
@@ -111,7 +109,8 @@ def copy_audit(
     gen = query_stats(gen_images, pool, index, settings, device=device, exclude=exclude)
     t_gen = time.perf_counter() - t2
     calib = calibrate(cal, settings.alpha)
-    out = verdict(gen, calib, chk, concat_stats(cal, chk), settings, k=k)
+    members = membership(gen_images, gen, pool, index, own=exclude, device=device)
+    out = verdict(gen, calib, chk, concat_stats(cal, chk), settings, k=k, membership=members)
     out.update(
         definition=DEFINITION,
         method=f"copies v{VERSION}",
@@ -133,6 +132,42 @@ def copy_audit(
         files.update(made)
         out["image"] = "copies.png"
     return out
+
+
+def membership(
+    images: torch.Tensor,
+    gen: QueryStats,
+    pool: Pool,
+    index: PoolIndex,
+    *,
+    own: torch.Tensor | None,
+    device: torch.device,
+) -> list[Membership]:
+    """How often each sample's nearest real image is a training image, in the descriptor's
+    space and in pixels (:mod:`genbench.metrics.audit.membership`); ``own``: each audited
+    image's own pool position (-1: none), never its own match."""
+    is_train = torch.zeros(len(pool.images), dtype=torch.bool)
+    is_train[pool.train_slice()] = True
+    out = []
+    spaces = (
+        ("descriptor", gen.emb, index.emb),
+        ("pixels", pixel_vectors(full_vectors(images, device)), _pool_pixels(pool, device)),
+    )
+    for space, q, base in spaces:
+        if q is None:
+            continue
+        hit, null = nearest_is_train(q, base, is_train, own=own, device=device)
+        out.append(Membership(space, float(hit.sum()), len(hit), null))
+    return out
+
+
+def _pool_pixels(pool: Pool, device: torch.device, batch: int = 8192) -> torch.Tensor:
+    return torch.cat(
+        [
+            pixel_vectors(full_vectors(pool.images[s : s + batch], device)).cpu()
+            for s in range(0, len(pool.images), batch)
+        ]
+    )
 
 
 #: Fewer fresh held-out images than this (each set) and the validation slice is used instead.
@@ -184,12 +219,16 @@ def fresh_sets(x: UnitInputs, pool: Pool, *, want: int) -> FreshSets | str:
 
 def settings_of(x: UnitInputs) -> CopySettings:
     cfg = x.metrics_cfg
+    seed = cfg.copy_descriptor_seed
     return CopySettings(
         max_shift=cfg.copy_max_shift,
         alpha=cfg.copy_alpha,
         flag_p=cfg.copy_flag_p,
+        tolerance=cfg.copy_tolerance,
         calibration=cfg.copy_fresh,
-        descriptor=DescriptorSettings(steps=cfg.copy_descriptor_steps),
+        descriptor=DescriptorSettings(
+            steps=cfg.copy_descriptor_steps, seed=drawn_seed() if seed is None else seed
+        ),
     )
 
 
@@ -197,7 +236,7 @@ def copies_unit(x: UnitInputs) -> UnitResult:
     """Every sample against every real image, calibrated on fresh images, plus C_T."""
     settings = settings_of(x)
     pool = pool_of(x)
-    fresh = fresh_sets(x, pool, want=min(settings.calibration, max(len(x.images), 2)))
+    fresh = fresh_sets(x, pool, want=settings.calibration)
     if isinstance(fresh, str):
         blocks: dict[str, Any] = {"rate": None, "flagged": False, "unavailable": fresh}
         return UnitResult(
@@ -230,7 +269,7 @@ def plan_text(cfg: Any) -> str:
         return "copy audit: off (metrics.enabled / metrics.memorization)"
     n = cfg.sample.n
     n_ref = m.n_ref or n
-    want = min(m.copy_fresh, n)
+    want = m.copy_fresh  # each, where the split holds them (never fewer than N)
     spare = d.validation_size - cfg.train.eval_images
     fallback = (
         f"else the validation slice's last 2 x {want} images (never trained on, not seen by evaluate())"
