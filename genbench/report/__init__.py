@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from genbench.report import curves, dynamics
+from genbench.report.audit import audit_markdown, audit_rows
 from genbench.report.collect import RunRecord, collect_runs, load_runs
 from genbench.report.columns import COLUMNS
 from genbench.report.render import (
@@ -86,6 +87,8 @@ def _markdown(
         lines += ["## Which differences the data supports", ""]
         for t, m in matrices:
             lines += [f"### {t.title}", "", m]
+    if audit := audit_markdown(audit_rows(summary.records)):
+        lines += ["## Copy audit", "", audit]
     if notes:
         lines += ["## Training notes", "", *(f"- {n}" for n in notes), ""]
     lines += ["## Per seed", "", to_markdown(per_seed)]
@@ -104,9 +107,10 @@ def _write_tables(report: Report) -> None:
     summary, out_dir = report.summary, report.out_dir
     table = summary.table
     atomic_write(out_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
+    data = {**summary.for_json(), "copy_audit": audit_rows(summary.records)}
     write_text(
         out_dir / "summary.json",
-        json.dumps(summary.for_json(), indent=2, sort_keys=False, allow_nan=False) + "\n",
+        json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n",
     )
     tables = report.tables()
     per_seed = report.tables(per_seed=True)

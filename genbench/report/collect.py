@@ -135,7 +135,30 @@ def load_runs(results_dirs: Sequence[Path] | Path) -> list[RunRecord]:
             old = found.get(rec.run_id)
             if old is None or (not old.done and rec.done):
                 found[rec.run_id] = rec
-    return [found[k] for k in sorted(found)]
+    records = [found[k] for k in sorted(found)]
+    grid_copy_flags(records)
+    return records
+
+
+def grid_copy_flags(records: Sequence[RunRecord]) -> None:
+    """Family-wise control of copy flags over the runs read together: each audited run's
+    p-value of "copied fraction <= tolerance" is adjusted by Holm's step-down method over
+    all of them (the real-data row included), and the run is flagged when the adjusted
+    value is below its flag_p. Written into each record's ``copies.grid``; folders from
+    before the copied-fraction verdict keep their own flag."""
+    from genbench.metrics.audit.stats import holm
+
+    audited = []
+    for r in records:
+        cp = r.metrics.get("copies")
+        if r.done and isinstance(cp, dict) and "copied_fraction" in cp:
+            p = cp.get("p_value")
+            if isinstance(p, (int, float)) and math.isfinite(p):
+                audited.append((r, cp, float(p)))
+    adjusted = holm([p for _, _, p in audited])
+    for (_, cp, _), adj in zip(audited, adjusted, strict=True):
+        level = cp.get("flag_p") or 0.01
+        cp["grid"] = {"runs": len(audited), "p_holm": adj, "flagged": bool(adj < level)}
 
 
 # -- flat rows -------------------------------------------------------------------------
@@ -210,8 +233,10 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
     row.update(flatten_scores(m.get("scores") or {}))
     cp = m.get("copies")
     if isinstance(cp, dict):
-        row["flagged"] = bool(cp.get("flagged"))
+        grid = cp.get("grid") if isinstance(cp.get("grid"), dict) else {}
+        row["flagged"] = bool(grid.get("flagged", cp.get("flagged")))
         row["copy_flagged_by"] = ", ".join(cp.get("flagged_by") or [])
+        row.update(_copied_fraction_cols(cp))
         ci = cp.get("rate_ci95")
         if isinstance(ci, (list, tuple)) and len(ci) == 2:
             row["copy_rate_ci95_lo"], row["copy_rate_ci95_hi"] = _num(ci[0]), _num(ci[1])
@@ -220,6 +245,30 @@ def run_row(rec: RunRecord) -> dict[str, Any]:
         if row.get("copy_rate") is None:
             row["copy_rate"] = _num(cp.get("rate"))
     return row
+
+
+def _copied_fraction_cols(cp: dict[str, Any]) -> dict[str, Any]:
+    """The copied-fraction estimates (per sample, membership in each space) and the
+    closeness diagnostic, flat."""
+    out: dict[str, Any] = {}
+    cf = cp.get("copied_fraction")
+    if not isinstance(cf, dict):
+        return out
+    named = {"per_sample": cf.get("per_sample"), **(cf.get("membership") or {})}
+    for name, e in named.items():
+        if isinstance(e, dict):
+            key = f"copied_{name}"
+            out[key] = _num(e.get("fraction"))
+            ci = e.get("ci95") or [None, None]
+            out[f"{key}_ci95_lo"], out[f"{key}_ci95_hi"] = _num(ci[0]), _num(ci[1])
+    out["copy_tolerance"] = _num(cp.get("tolerance"))
+    closer = cp.get("closer_than_fresh")
+    if isinstance(closer, dict):
+        out["closer_auc"] = _num(closer.get("auc"))
+    grid = cp.get("grid")
+    if isinstance(grid, dict):
+        out["copy_p_holm"] = _num(grid.get("p_holm"))
+    return out
 
 
 def collect_runs(results_dirs: Sequence[Path] | Path) -> pd.DataFrame:

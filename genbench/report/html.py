@@ -10,6 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from genbench.report.audit import audit_html, audit_rows
 from genbench.report.curves import Curves, fmt_x
 from genbench.report.grids import Grid
 from genbench.report.plots import Figure
@@ -159,7 +160,7 @@ def render(
         '<p class="lead">Which generator is better on this data, by how much, and at what cost: '
         "every model trained on the same data and budget, sampled and scored under one recorded protocol.</p>",
         '<nav><a href="#summary">summary</a><a href="#plots">plots</a><a href="#grids">images</a>'
-        '<a href="#failed">failed runs</a><a href="#notes">notes</a></nav>',
+        '<a href="#audit">copy audit</a><a href="#failed">failed runs</a><a href="#notes">notes</a></nav>',
         '<h2 id="summary">Summary</h2>',
         f'<p class="small">{_e(CI_NOTE)}</p>',
     ]
@@ -188,6 +189,7 @@ def render(
             )
     if not summary.groups:
         parts.append("<p>No finished runs yet.</p>")
+    parts.append(audit_html(audit_rows(summary.records)))
 
     parts.append('<h2 id="plots">Plots</h2>')
     parts += [_figure(out_dir / f.png, f.title, f.caption, alt=f.title) for f in figures] or [

@@ -46,7 +46,11 @@ def is_derived(rec: RunRecord) -> bool:
 
 
 def audit_found_copying(rec: RunRecord) -> bool:
-    return bool(copies(rec).get("flagged"))
+    """The audit's flag, under the report's family-wise (Holm) control over its runs
+    where the run has a copied-fraction verdict (see ``collect.grid_copy_flags``)."""
+    cp = copies(rec)
+    grid = cp.get("grid")
+    return bool(grid.get("flagged") if isinstance(grid, dict) else cp.get("flagged"))
 
 
 def is_flagged(rec: RunRecord) -> bool:
