@@ -12,8 +12,10 @@ from genbench.config import DataConfig, MetricsConfig
 from genbench.data import load_data
 from genbench.metrics import scoring
 from genbench.metrics.audit import copy_audit, datacopy, fresh_sets, mixes, pool_of
-from genbench.metrics.audit.copies import CopySettings, wilson
 from genbench.metrics.audit.descriptor import DescriptorSettings, get_descriptor
+from genbench.metrics.audit.settings import CopySettings
+from genbench.metrics.audit.stats import wilson
+from genbench.metrics.protocol import SUBSET_SEED
 from genbench.runs.grid import run_experiment
 from tests.conftest import FAST_AUDIT, tiny_experiment
 from tests.standin import standin_choice
@@ -141,7 +143,9 @@ def test_real_heldout_images_are_flagged_at_about_the_calibrated_rate(bundle):
     # itself can exceed alpha; the Fashion-MNIST tests check the nominal rate at N = 500).
     lo, hi = wilson(round(v["heldout_rate"] * 80), 80)
     assert lo <= v["rate"] <= hi, (v["rate"], v["heldout_rate"])
-    assert v["c_t"]["p_value"] is None or v["c_t"]["p_value"] > 0.01
+    # Fresh images sit like fresh images: the closeness AUC's interval holds 0.5.
+    lo, hi = v["closer_than_fresh"]["auc_ci95"]
+    assert lo <= 0.5 <= hi, v["closer_than_fresh"]
 
 
 def test_wilson_interval_covers_the_ends():
@@ -417,3 +421,153 @@ def test_full_experiment_plan_audits_every_run():
     plans = [line for line in res.output.splitlines() if line.startswith("# copy audit")]
     assert len(plans) == 12  # 4 models x 3 seeds
     assert all("copy audit: on" in p and "validation slice's last 2 x 1000" in p for p in plans)
+
+
+# -- the copied-fraction verdict ---------------------------------------------------------
+def _sources(bundle, n: int, k: int, seed: int) -> torch.Tensor:
+    """k sets of n distinct training images (K x n x 1 x H x W floats in [0, 1])."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(bundle.train), generator=g)[: n * k].reshape(k, n)
+    return (
+        bundle.train.images[idx.flatten()].float().reshape(k, n, *bundle.train.images.shape[1:])
+        / 255
+    )
+
+
+@pytest.mark.parametrize(("family", "strength"), [("grid", 2), ("strips", 4)])
+def test_mosaics_of_four_training_images_are_flagged(bundle, family, strength):
+    """A 2 x 2 grid or four strips, each piece from another training image: the mosaic
+    stage matches every piece exactly. (Blends of three and four images need images with
+    more structure than 8 x 8 digits: tests/test_copy_detection.py, on Fashion-MNIST.)"""
+    from genbench.metrics.audit.edits import apply
+
+    src = _sources(bundle, 40, 4, seed=len(family))
+    made = apply(src[0], family, strength, gen=torch.Generator().manual_seed(1), others=src[1:])
+    v = audit(bundle, _u8(made))
+    assert v["flagged"], (v["copied_fraction"], v["caught_by_stage"])
+    assert v["caught_by_stage"].get("mosaic", 0) >= 30, v["caught_by_stage"]
+
+
+def test_membership_reads_copies_as_tied_and_fresh_images_as_not(bundle):
+    x = _Inputs(bundle, 80)
+    copies = audit(bundle, bundle.train.images[:80], n=80)
+    real = audit(bundle, x.parts.real.images, n=80, exclude=x.parts.positions["real"])
+    for space in ("descriptor", "pixels"):
+        c = copies["copied_fraction"]["membership"][space]
+        r = real["copied_fraction"]["membership"][space]
+        assert c["nearest_is_training"] == 1.0 and c["ci95"][0] > 0.5, c
+        assert r["ci95"][0] <= 0.0 <= r["ci95"][1], r  # fresh images: no excess
+        assert 0 < r["null_rate"] < 1
+    assert not real["flagged"] and real["closer_than_fresh"]["c_t"]
+
+
+def test_copied_fraction_p_value_and_lower_bound_agree():
+    from genbench.metrics.audit.stats import difference_estimate, excess_estimate, holm
+
+    for k in (0, 5, 20, 60, 200):
+        for tol in (0.0, 0.01, 0.05):
+            e = difference_estimate(k, 500, 9, 1000, tolerance=tol, level=0.01)
+            assert (e.p_value < 0.01) == (e.lower > tol), (k, tol, e)
+            m = excess_estimate(430 + k / 4, 500, null=0.856, tolerance=tol, level=0.01)
+            assert (m.p_value < 0.01) == (m.lower > tol), (k, tol, m)
+            assert m.ci95[0] <= m.fraction <= m.ci95[1]
+    # Exact copies are far beyond any tolerance; fresh-like rates are not.
+    assert excess_estimate(500, 500, null=0.856, tolerance=0.01, level=0.01).p_value < 1e-10
+    assert excess_estimate(428, 500, null=0.856, tolerance=0.01, level=0.01).p_value > 0.3
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+@pytest.mark.parametrize("reference", ["test", "train"])
+def test_real_data_row_and_audit_fresh_images_are_disjoint_under_either_reference(
+    bundle, reference
+):
+    cfg = MetricsConfig(reference=reference, n_ref=60)
+    parts, source = scoring.scoring_parts(bundle, cfg, n=40)
+    pos = parts.positions
+    sets = [set(pos[k].tolist()) for k in ("real", "calibration", "check")]
+    if reference == "test":
+        sets.append(set(pos["reference"].tolist()))
+    assert source == ("train" if reference == "train" else "holdout")
+    for i, a in enumerate(sets):
+        for b in sets[i + 1 :]:
+            assert not a & b
+    # The real-data row takes the very same cut (it used to cut as if the reference were
+    # held-out, so under reference = "train" its images were the calibration images).
+    from genbench.config import ExperimentConfig
+    from genbench.metrics import real as real_mod
+
+    seen = {}
+
+    def spy(images, **kw):
+        seen["images"] = images
+        raise RuntimeError("stop")
+
+    exp = ExperimentConfig(name="t", models=["dcgan"], data=DATA, metrics=cfg, sample={"n": 40})
+    mp = pytest.MonkeyPatch()
+    mp.setattr(real_mod, "score_set", spy)
+    mp.setattr(real_mod, "cached_features", lambda images, **kw: ({}, False))
+    try:
+        with pytest.raises(RuntimeError):
+            real_mod.score_real_data(bundle, exp, choice=None, device=CPU, run_id="r")
+    finally:
+        mp.undo()
+    assert torch.equal(seen["images"], parts.real.images)
+
+
+def test_results_folder_keeps_one_descriptor_seed(tmp_path):
+    from genbench.runs.folder import audit_seed
+    from genbench.runs.steps import audit_metrics
+
+    a = audit_seed(tmp_path / "a")
+    assert audit_seed(tmp_path / "a") == a and (tmp_path / "a" / ".audit-seed.json").is_file()
+    seeds = {audit_seed(tmp_path / f"r{i}") for i in range(4)}
+    assert len(seeds) > 1  # drawn, not a constant a plugin could know
+    m = audit_metrics(MetricsConfig(), tmp_path / "a")
+    assert m.copy_descriptor_seed == a
+    assert (
+        audit_metrics(MetricsConfig(copy_descriptor_seed=3), tmp_path / "a").copy_descriptor_seed
+        == 3
+    )
+
+
+def test_descriptor_aware_attacker_is_flagged(bundle):
+    """A plugin handed the training images rebuilds the descriptor by genbench's own recipe
+    (the public default seed) and, for each training image, keeps the mildest edit its
+    rebuilt audit does not catch. The real audit trains under another seed (a results
+    folder's) and still flags the run: membership does not depend on dodging thresholds."""
+    from genbench.metrics.audit.copies import build_pool_index, query_stats
+    from genbench.metrics.audit.edits import apply
+    from genbench.metrics.audit.unit import fresh_stats
+    from genbench.metrics.audit.verdict import calibrate
+
+    x = _Inputs(bundle, 40)
+    pool = pool_of(x)
+    fresh = fresh_sets(x, pool, want=40)
+    own = SETTINGS  # seed 0: what a plugin can reproduce
+    index = build_pool_index(pool, own, describe={"dataset": "digits-test"}, device=CPU, k=1)
+    cal, _, _ = fresh_stats(fresh, pool, index, own, device=CPU)
+    thresholds = calibrate(cal, own.alpha)
+    # 120 samples: membership's interval needs more than the 40 the other tests audit.
+    pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(9))[:120]
+    src = bundle.train.images[pick].float() / 255
+    out, open_ = None, torch.ones(len(src), dtype=torch.bool)
+    for family, strength in (("shift", 1), ("rotate", 8), ("elastic", 1.0), ("swirl", 40)):
+        cand = _u8(apply(src, family, strength, gen=torch.Generator().manual_seed(3)))
+        out = cand if out is None else torch.where(open_[:, None, None, None], cand, out)
+        open_ &= thresholds.flags(query_stats(cand, pool, index, own, device=CPU))
+    secret = CopySettings(descriptor=DescriptorSettings(steps=own.descriptor.steps, seed=271828))
+    v = audit(bundle, out, settings=secret)
+    assert v["descriptor"]["seed"] == 271828 and v["settings"]["descriptor"]["seed"] == 271828
+    assert v["flagged"], (v["copied_fraction"], v["caught_by_stage"])
+
+
+def test_larger_fresh_sets_leave_the_reference_and_the_real_data_row_as_they_were(bundle):
+    """The audit's fresh sets grew to copy_fresh each; the FID/KID reference and the
+    real-data row are the same images as before (so no KID or FID moves)."""
+    n_ref, n = 60, 40
+    perm = torch.randperm(len(bundle.holdout), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    parts = scoring.heldout_parts(bundle.holdout, n_ref=n_ref, n=n, n_fresh=1000)
+    assert torch.equal(parts.positions["reference"], perm[:n_ref].sort().values)
+    assert torch.equal(parts.positions["real"], perm[n_ref : n_ref + n].sort().values)
+    rest = len(bundle.holdout) - n_ref - n
+    assert len(parts.calibration) == len(parts.check) == max(n, min(1000, rest // 2))
