@@ -30,7 +30,10 @@ from typing import Any
 
 import torch
 
-from genbench.metrics.audit import datacopy, descriptor, mixes, ncc
+import genbench.metrics.audit.datacopy as datacopy
+import genbench.metrics.audit.descriptor as descriptor
+import genbench.metrics.audit.mixes as mixes
+import genbench.metrics.audit.ncc as ncc
 from genbench.metrics.audit.settings import VERSION, CopySettings
 from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.utils.files import load_torch, save_torch

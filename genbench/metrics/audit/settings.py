@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from genbench.metrics.audit import descriptor, ncc
+import genbench.metrics.audit.descriptor as descriptor
+import genbench.metrics.audit.ncc as ncc
 
 #: Bump when a statistic or the verdict changes: cached statistics are keyed by it.
 VERSION = 5  # 5: k-image blends from every two-image start; 4: mosaics, membership, copied fraction

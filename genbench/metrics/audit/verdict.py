@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from genbench.metrics.audit import datacopy
+import genbench.metrics.audit.datacopy as datacopy
 from genbench.metrics.audit.copies import QueryStats
 from genbench.metrics.audit.membership import Membership, membership_block
 from genbench.metrics.audit.settings import ESTIMATORS, STAGE, STATS, CopySettings
