@@ -99,7 +99,7 @@ FAMILIES = {
     "rotation 10 deg": ("rotate", 10),
     "zoom 1.15": ("zoom", 1.15),
     "zoom 0.85": ("zoom", 0.85),
-    "crop of 60% of the area, resized": ("crop", 0.6),
+    "crop of 80% of the area, resized": ("crop", 0.8),
     "elastic warp 1.5 px": ("elastic", 1.5),
     "erase 6x6": ("erase", 6),
     "blend 50/50 (same class)": ("blend", 0.5),
