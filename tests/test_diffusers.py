@@ -85,7 +85,9 @@ def test_diffusers_ddim_equals_genbench_ddim(eta, clip):
         # All T steps: both visit T-1 ... 0 with no explicit list.
         full = run_sampler(eps, x, model.schedule, sampler="ddim", steps=40, clip=1.0)
         dfull = run_sampler(eps, x, model.schedule, sampler="diffusers-ddim", steps=40, clip=1.0)
-        assert torch.allclose(full, dfull, atol=1e-4)
+        # 40 fp32 steps accumulate rounding (with diffusers 0.42.1 the two differ by just over 1e-4
+        # here); a wrong step or schedule moves samples by 1e-2 or more.
+        assert (full - dfull).abs().max() < 5e-4, (full - dfull).abs().max()
 
 
 def test_diffusers_schedulers_use_the_genbench_betas():
