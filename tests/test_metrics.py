@@ -401,6 +401,8 @@ def test_bootstrap_fid_of_the_full_set_equals_the_reported_fid(bundle):
     layer = standin_choice().feature_layer
     boot = bootstrap(feats[layer], ref_feats[layer], n_boot=40)
     fid = out["scores"]["fid"]
-    assert sum(boot["fid"]) / 40 == pytest.approx(fid, rel=1e-4)
+    # rel 5e-4: the two sides take the matrix square root by different routes, and with the
+    # numpy/scipy a fresh setup installs today they agree to 2.3e-4 (also at 0c1c583).
+    assert sum(boot["fid"]) / 40 == pytest.approx(fid, rel=5e-4)
     lo, hi = boot["fid_ci95"]
     assert lo < fid < hi and boot["resample_bias"]["fid"] > 0
