@@ -92,6 +92,7 @@ def score_real_data(
             describe={**split_description(cfg.data, bundle, "holdout"), "part": "real-data row"},
             batch_size=cfg.metrics.extractor_batch(device),
             on_batch=lambda m: tick(advance=m),
+            precision=cfg.metrics.precision,
         )
     scored = score_set(
         real.images,
