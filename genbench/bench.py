@@ -7,10 +7,12 @@ network evaluations per image (NFE) of each sampler. Models whose config has
 ``sampler`` and ``sample_steps`` (the diffusion baselines) are timed with the
 full ancestral chain (DDPM, T steps) and with their DDIM setting.
 
-Scoring: genbench's path (load PNGs, Inception features, FID/KID/PR from the
-features) next to a direct ``torch_fidelity.calculate_metrics`` call on the same
-two folders with the same extractor, as images/s and an overhead ratio. With a
-results folder, the wall time of every run by phase (train, sample, score).
+Scoring (:mod:`genbench.bench_scoring`): Inception's images/s in fp32 and bf16 side by
+side, fp32 as a fraction of the fp32 matmul's GFLOP/s; genbench's path (load PNGs,
+Inception features, FID/KID/PR from the features) next to a direct
+``torch_fidelity.calculate_metrics`` call on the same two folders with the same extractor,
+as images/s and an overhead ratio. With a results folder, the wall time of every run by
+phase (train, sample, score).
 
     genbench bench --models ddpm,cddpm --resolution 32 --channels 1 --results results
 
@@ -20,16 +22,15 @@ Data are random images of the requested shape: speed does not depend on content.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from genbench import registry
+from genbench.bench_scoring import bench_inception, bench_scoring
 from genbench.config import ExperimentConfig, resolve_model_config
 from genbench.contract import DataSpec, Generator, GeneratorConfig
 from genbench.data import ImageSet
@@ -39,19 +40,11 @@ from genbench.utils.device import (
     autocast_dtype,
     configure_backend,
     cpu_has_native_bf16,
-    inference_channels_last,
     precision_name,
     resolve_device,
+    synchronize,
     train_channels_last,
 )
-
-if TYPE_CHECKING:
-    from genbench.metrics.inception import ExtractorChoice
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_gflops(
@@ -63,11 +56,11 @@ def matmul_gflops(
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
     (a @ b).sum().item()  # warm-up (and library initialisation)
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         c = a @ b
-    _sync(device)
+    synchronize(device)
     secs = time.perf_counter() - t0
     del c
     return 2 * n**3 * repeats / secs / 1e9, str(dtype).removeprefix("torch.")
@@ -210,7 +203,7 @@ def _time_training(
         for p in precs:
             with autocast(device, p):
                 model.train_step(*batch(s))
-    _sync(device)
+    synchronize(device)
     secs = dict.fromkeys(precs, 0.0)
     for s in range(train_steps):
         x, y = batch(warmup_steps + s)
@@ -218,7 +211,7 @@ def _time_training(
             t0 = time.perf_counter()
             with autocast(device, p):
                 model.train_step(x, y)
-            _sync(device)
+            synchronize(device)
             secs[p] += time.perf_counter() - t0
     return secs
 
@@ -253,10 +246,10 @@ def _time_sampling(
             m.load_state_dict(state)
             m.eval()
             with torch.no_grad(), autocast(device, p):
-                _sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 m.sample_with_info(n, labels=labels, generator=torch.Generator().manual_seed(seed))
-                _sync(device)
+                synchronize(device)
                 secs = time.perf_counter() - t0
             proto = m.sampling_protocol()
             row.update(sampler=proto.get("sampler"), nfe=proto.get("nfe"), n=n)
@@ -264,113 +257,6 @@ def _time_sampling(
             row["images_per_s"][p] = round(n / secs, 3)
         out.append(row)
     return out
-
-
-def bench_scoring(
-    *, n: int = 32, resolution: int = 32, channels: int = 1, device: torch.device, seed: int = 0
-) -> dict[str, Any]:
-    """Score two folders of ``n`` PNGs with genbench (NCHW and channels_last Inception) and
-    with torch-fidelity directly.
-
-    All compute FID, KID and precision/recall with the extractor genbench would
-    use (the offline conversion when the official weights are absent). The two
-    FIDs are reported as well: they must agree. ``layout`` is what scoring uses on ``device``;
-    the ``genbench_*`` figures are for it.
-    """
-    from genbench.config import MetricsConfig
-    from genbench.images import image_files, read_images
-    from genbench.metrics.features import extract_features
-    from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
-    from genbench.metrics.scoring import extractor_for
-    from genbench.utils.files import save_png
-
-    choice = extractor_for(MetricsConfig())
-    g = torch.Generator().manual_seed(seed)
-    with tempfile.TemporaryDirectory(prefix="genbench-bench-") as tmp:
-        dirs = [Path(tmp) / "a", Path(tmp) / "b"]
-        for d in dirs:
-            d.mkdir()
-            imgs = torch.randint(0, 256, (n, channels, resolution, resolution), generator=g)
-            for i, img in enumerate(imgs.to(torch.uint8)):
-                save_png(img, d / f"{i:06d}.png")
-        # Every timing includes building the extractor, as one call would.
-        ours: dict[str, Any] = {}
-        for layout in ("nchw", "channels_last"):
-            t0 = time.perf_counter()
-            feats = [
-                extract_features(
-                    read_images(image_files(d)),
-                    choice=choice,
-                    device=device,
-                    channels_last=layout == "channels_last",
-                )
-                for d in dirs
-            ]
-            res = fidelity_from_features(
-                feats[0],
-                feats[1],
-                names=["fid", "kid", "prc"],
-                feature_layer=choice.feature_layer,
-                logits_layer=None,
-                settings=FidelitySettings(kid_subset_size=n),
-            )
-            ours[layout] = (time.perf_counter() - t0, res.scores.get("fid"))
-        t0 = time.perf_counter()
-        direct = _torch_fidelity(dirs, choice, n=n, device=device)
-        direct_s = time.perf_counter() - t0
-    return _scoring_summary(choice.name, n, ours, direct, direct_s, device=device)
-
-
-def _torch_fidelity(
-    dirs: list[Path], choice: ExtractorChoice, *, n: int, device: torch.device
-) -> dict[str, Any]:
-    """FID, KID and precision/recall of two folders by torch-fidelity directly."""
-    import torch_fidelity
-
-    with warnings.catch_warnings():  # its loader's worker count is torch-fidelity's choice
-        warnings.filterwarnings("ignore", message="This DataLoader will create")
-        return torch_fidelity.calculate_metrics(
-            input1=str(dirs[0]),
-            input2=str(dirs[1]),
-            fid=True,
-            kid=True,
-            prc=True,
-            kid_subset_size=n,
-            cuda=device.type == "cuda",
-            cache=False,
-            verbose=False,
-            batch_size=32,
-            **choice.fidelity_kwargs(),
-        )
-
-
-def _scoring_summary(
-    extractor: str,
-    n: int,
-    ours: dict[str, tuple[float, Any]],
-    direct: dict[str, Any],
-    direct_s: float,
-    *,
-    device: torch.device,
-) -> dict[str, Any]:
-    default = "channels_last" if inference_channels_last(device) else "nchw"
-    ours_s = ours[default][0]
-    return {
-        "extractor": extractor,
-        "images": 2 * n,
-        "layout": default,
-        "by_layout": {
-            k: {"seconds": round(t, 3), "images_per_s": round(2 * n / t, 2), "fid": fid}
-            for k, (t, fid) in ours.items()
-        },
-        "genbench_seconds": round(ours_s, 3),
-        "genbench_images_per_s": round(2 * n / ours_s, 2),
-        "torch_fidelity_seconds": round(direct_s, 3),
-        "torch_fidelity_images_per_s": round(2 * n / direct_s, 2),
-        "overhead_ratio": round(ours_s / direct_s, 3),
-        "fid_genbench": ours[default][1],
-        "fid_torch_fidelity": direct["frechet_inception_distance"],
-    }
 
 
 def phase_times(results_dir: Path) -> list[dict[str, Any]]:
@@ -403,19 +289,25 @@ def benchmark(
     device: str = "auto",
     matmul_n: int = 2048,
     score_n: int = 0,
+    inception_n: int = 0,
     results_dir: Path | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Benchmark several registered generators and one matmul on this machine.
 
     ``kwargs`` go to :func:`bench_model` (resolution, channels, batch_size,
-    train_steps, sample_n, ...). ``score_n`` > 0 adds :func:`bench_scoring` with
-    that many images per side; ``results_dir`` adds :func:`phase_times`. Returns
-    ``{"environment", "matmul", "models"[, "scoring"][, "phases"]}``.
+    train_steps, sample_n, ...). ``inception_n`` > 0 adds
+    :func:`~genbench.bench_scoring.bench_inception` (fp32 and bf16 Inception on that many
+    images, against the fp32 matmul's peak); ``score_n`` > 0 adds :func:`bench_scoring`
+    with that many images per side; ``results_dir`` adds :func:`phase_times`. Returns
+    ``{"environment", "matmul", "matmul_fp32", "models"[, "inception"][, "scoring"][, "phases"]}``.
     """
     dev = resolve_device(device)
     configure_backend(dev, deterministic=False)
     gflops, dtype = matmul_gflops(dev, n=matmul_n)
+    fp32 = (
+        (gflops, dtype) if dtype == "float32" else matmul_gflops(dev, n=matmul_n, precision="fp32")
+    )
     env = {
         "torch": torch.__version__,
         "device": str(dev),
@@ -432,21 +324,23 @@ def benchmark(
     out: dict[str, Any] = {
         "environment": env,
         "matmul": {"n": matmul_n, "dtype": dtype, "gflops_per_s": round(gflops, 2)},
+        "matmul_fp32": {"n": matmul_n, "dtype": "float32", "gflops_per_s": round(fp32[0], 2)},
         "models": records,
     }
-    if score_n > 0:
-        out["scoring"] = bench_scoring(
-            n=score_n,
-            resolution=kwargs.get("resolution", 32),
-            channels=kwargs.get("channels", 1),
-            device=dev,
+    shape = {"resolution": kwargs.get("resolution", 32), "channels": kwargs.get("channels", 1)}
+    if inception_n > 0:
+        out["inception"] = bench_inception(
+            n=inception_n, device=dev, fp32_peak_gflops=round(fp32[0], 2), **shape
         )
+    if score_n > 0:
+        out["scoring"] = bench_scoring(n=score_n, device=dev, **shape)
     if results_dir is not None:
         out["phases"] = phase_times(results_dir)
     return out
 
 
 __all__ = [
+    "bench_inception",
     "bench_model",
     "bench_scoring",
     "benchmark",

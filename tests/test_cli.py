@@ -231,6 +231,8 @@ def test_bench_reports_speed_and_flops(tmp_path, smoke_results):
             "4",
             "--score-n",
             "0",
+            "--inception-n",
+            "0",
             "--results",
             str(smoke_results),
             "--json",
@@ -246,7 +248,8 @@ def test_bench_reports_speed_and_flops(tmp_path, smoke_results):
         and m["train_step_gflop"] > 0
     )
     assert m["sampling"][0]["nfe"] == 1
-    assert "scoring" not in rec  # --score-n 0
+    assert "scoring" not in rec and "inception" not in rec  # --score-n 0 --inception-n 0
+    assert rec["matmul_fp32"]["dtype"] == "float32" and rec["matmul_fp32"]["gflops_per_s"] > 0
     # Smoke runs are unscored: their phases are training and sampling.
     (phase,) = [p for p in rec["phases"] if p["run_id"].startswith("smoke-dcgan-s0-")]
     assert phase["train"] > 0 and phase["sample"] > 0 and phase["score"] is None
@@ -270,10 +273,19 @@ def test_bench_times_scoring_layouts_and_diffusion_precisions(tmp_path, monkeypa
     monkeypatch.setattr(scoring, "extractor_for", lambda cfg: standin_choice())
     out = tmp_path / "bench.json"
     sizes = ["--resolution", "8", "--batch-size", "4", "--train-steps", "1", "--sample-n", "2"]
-    args = ["bench", "--models", "dcgan", *sizes, "--score-n", "8", "--json", str(out)]
-    res = runner.invoke(app, args)
+    args = ["bench", "--models", "dcgan", *sizes, "--score-n", "8", "--inception-n", "4"]
+    res = runner.invoke(app, [*args, "--json", str(out)])
     assert res.exit_code == 0, res.output
-    sc = json.loads(out.read_text())["scoring"]
+    rec = json.loads(out.read_text())
+    inc = rec["inception"]  # fp32 and bf16 side by side, fp32 against the fp32 matmul
+    assert set(inc["images_per_s"]) == {"fp32", "bf16"} and inc["gflop_per_image"] > 0
+    ips = inc["images_per_s"]
+    assert inc["bf16_speedup"] == pytest.approx(ips["bf16"] / ips["fp32"], rel=0.01)
+    assert inc["fp32_peak_gflops"] == pytest.approx(rec["matmul_fp32"]["gflops_per_s"])
+    want = inc["gflops_per_s"]["fp32"] / inc["fp32_peak_gflops"]
+    assert inc["fp32_peak_fraction"] == pytest.approx(want, rel=0.01, abs=1e-3)
+    assert "Inception" in res.output and "× fp32" in res.output
+    sc = rec["scoring"]
     assert set(sc["by_layout"]) == {"nchw", "channels_last"} and sc["layout"] == "channels_last"
     fids = [v["fid"] for v in sc["by_layout"].values()]
     assert fids[0] == pytest.approx(fids[1], rel=1e-4) and fids[0] > 0

@@ -406,3 +406,31 @@ def test_bootstrap_fid_of_the_full_set_equals_the_reported_fid(bundle):
     assert sum(boot["fid"]) / 40 == pytest.approx(fid, rel=5e-4)
     lo, hi = boot["fid_ci95"]
     assert lo < fid < hi and boot["resample_bias"]["fid"] > 0
+
+
+def test_bf16_scoring_is_another_protocol_and_fp32_keeps_its_fingerprint(bundle):
+    """metrics.precision: fp32 (the default) records float32 as before, so its fingerprint is
+    the one scores had before the key existed; bf16 records bfloat16, a different protocol,
+    and its reference features are cached apart from fp32's."""
+    from genbench.metrics.features import cached_features
+
+    imgs = bundle.train.images[:20]
+    fp32 = _score(imgs, bundle, n_ref=20, names=["fid"])
+    explicit = _score(imgs, bundle, n_ref=20, names=["fid"], precision="fp32")
+    bf16 = _score(imgs, bundle, n_ref=20, names=["fid"], precision="bf16")
+    assert fp32["protocol"]["dtype"] == "float32" and fp32["protocol"]["inference"][:4] == "fp32"
+    assert fp32["protocol"]["fingerprint"] == explicit["protocol"]["fingerprint"]
+    assert bf16["protocol"]["dtype"] == "bfloat16" and "bf16" in bf16["protocol"]["inference"]
+    assert protocol_differences(fp32["protocol"], bf16["protocol"]) == [
+        "dtype: 'float32' != 'bfloat16'"
+    ]
+    assert fp32["scores"]["fid"] == explicit["scores"]["fid"] != bf16["scores"]["fid"]
+    describe = {"dataset": "digits", "split": "x"}
+    ref = bundle.holdout.images[:12]
+    kw = {"choice": standin_choice(), "device": CPU, "describe": describe}
+    a, _ = cached_features(ref, **kw)
+    b, hit_b = cached_features(ref, precision="bf16", **kw)
+    c, hit_c = cached_features(ref, precision="bf16", **kw)
+    assert not hit_b and hit_c  # bf16 features never come from fp32's cache file
+    layer = standin_choice().feature_layer
+    assert not torch.equal(a[layer], b[layer]) and torch.equal(b[layer], c[layer])

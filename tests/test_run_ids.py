@@ -29,6 +29,12 @@ def test_trained_run_ids_are_pinned():
     assert _run_id("smoke", "dcgan", 0, ["metrics.enabled=true"]) == "smoke-dcgan-s0-ca5e948e7c"
     assert _run_id("default", "ddpm", 1, []) == "default-ddpm-s1-d2641007e6"
     assert _run_id("default", "denoiser", 1, []) == "default-denoiser-s1-4969b2838a"
+    # metrics.precision came later: at its default (fp32) it stays out of the id.
+    fp32 = ["metrics.precision=fp32"]
+    assert _run_id("default", "ddpm", 1, fp32) == "default-ddpm-s1-d2641007e6"
+    assert _run_id("default", "ddpm", 1, ["metrics.precision=bf16"]) != _run_id(
+        "default", "ddpm", 1, []
+    )
 
 
 def test_real_data_run_id_is_pinned():
@@ -44,6 +50,10 @@ def test_real_data_run_id_is_pinned():
     # Snapshot settings belong to trained models: the real row keeps its folder under them.
     snaps = load_experiment("smoke", overrides=["metrics.snapshot_fractions=[0.5]"])
     assert real_data_run_id(snaps, choice) == "smoke-real-n32-a96fb81b79"
+    fp32 = load_experiment("smoke", overrides=["metrics.precision=fp32"])
+    assert real_data_run_id(fp32, choice) == "smoke-real-n32-a96fb81b79"
+    bf16 = load_experiment("smoke", overrides=["metrics.precision=bf16"])
+    assert real_data_run_id(bf16, choice) != "smoke-real-n32-a96fb81b79"  # other features
 
 
 def test_run_id_shape():

@@ -131,6 +131,14 @@ def bench(
             help="Images per side for the scoring benchmark against torch-fidelity (0 = skip).",
         ),
     ] = 32,
+    inception_n: Annotated[
+        int,
+        typer.Option(
+            "--inception-n",
+            min=0,
+            help="Images for Inception's fp32 and bf16 images/s (0 = skip).",
+        ),
+    ] = 24,
     results: Annotated[
         Path | None,
         typer.Option("--results", help="Also show the wall time by phase of the runs in here."),
@@ -159,6 +167,7 @@ def bench(
         train_steps=train_steps,
         sample_n=sample_n,
         score_n=score_n,
+        inception_n=inception_n,
         results_dir=results,
     )
     print_bench(result)
@@ -179,9 +188,16 @@ def print_bench(result: dict[str, Any]) -> None:
         f"{env['torch_threads']} torch threads, torch {env['torch']}, {native}; runs use "
         f"{env.get('default_precision', 'fp32')}); "
         f"{mm['n']}x{mm['n']} {mm['dtype']} matmul: [bold]{mm['gflops_per_s']:.1f}[/] GFLOP/s"
+        + (
+            f", float32: [bold]{m32['gflops_per_s']:.1f}[/] GFLOP/s"
+            if (m32 := result.get("matmul_fp32")) and mm["dtype"] != "float32"
+            else ""
+        )
     )
     for table in _speed_tables(result["models"]):
         out.print(table)
+    if inc := result.get("inception"):
+        out.print(_inception_line(inc))
     if sc := result.get("scoring"):
         out.print(_scoring_line(sc))
     if phases := result.get("phases"):
@@ -233,6 +249,23 @@ def _speed_tables(models: list[dict[str, Any]]) -> tuple[Any, Any]:
                 _speedup(by),
             )
     return train, samp
+
+
+def _inception_line(inc: dict[str, Any]) -> str:
+    """Inception's images/s, fp32 and bf16 side by side (``metrics.precision``)."""
+    ips = inc["images_per_s"]
+    frac = inc.get("fp32_peak_fraction")
+    peak = f", {frac:.0%} of the fp32 matmul's GFLOP/s" if frac is not None else ""
+    bf16 = (
+        f"; bf16 {ips['bf16']:.1f} img/s ({_speedup(ips).replace('x', '×')} fp32)"
+        if "bf16" in ips
+        else "; bf16: not run on this device"
+    )
+    return (
+        f"Inception ({inc['extractor']}, {inc['images']} images, batches of "
+        f"{inc['batch_size']}, {inc['gflop_per_image']:.2f} GFLOP/image): fp32 "
+        f"{ips['fp32']:.1f} img/s ({inc['gflops_per_s']['fp32']:.0f} GFLOP/s{peak}){bf16}"
+    )
 
 
 def _scoring_line(sc: dict[str, Any]) -> str:

@@ -199,6 +199,13 @@ class MetricsConfig(_Strict):
         None, description="a weights file (else $GENBENCH_INCEPTION_WEIGHTS)"
     )
     download_weights: bool = Field(True, description="let auto/official download the weights")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="Inception's precision: fp32 (scores equal a direct torch-fidelity call), "
+        "bf16 autocast, or auto = bf16 on CUDA and on CPUs with native bf16 (as training); "
+        "bf16 features are a different protocol (fingerprint) with a documented deviation",
+        json_schema_extra=_NEW_KEY,
+    )
     batch_size: int = Field(32, ge=1, description="images per feature-extractor batch on CUDA")
     cpu_batch_size: int = Field(
         12,

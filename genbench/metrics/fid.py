@@ -38,8 +38,10 @@ def fid_low_rank(gen: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def fid_result(fg: torch.Tensor, fr: torch.Tensor, *, low_rank: bool = False) -> UnitResult:
-    """FID; rank-deficient below the feature dimension (biased upward, said in a warning).
-    ``low_rank`` computes it with :func:`fid_low_rank` there (same value, much faster)."""
+    """FID; rank-deficient below the feature dimension (biased upward: recorded in the
+    protocol; a warning where N != N_ref, since at equal N the fingerprint already keeps
+    comparisons at that N and the report leads with KID). ``low_rank`` computes it with
+    :func:`fid_low_rank` there (same value, much faster)."""
     r, n, n_ref = UnitResult(), len(fg), len(fr)
     if min(n, n_ref) < 2:
         r.unavailable["fid"] = f"FID needs at least 2 images per side (N={n}, N_ref={n_ref})"
@@ -47,7 +49,7 @@ def fid_result(fg: torch.Tensor, fr: torch.Tensor, *, low_rank: bool = False) ->
     dim = fg.shape[1]
     r.used["fid_rank_deficient"] = min(n, n_ref) <= dim
     r.scores["fid"] = fid_low_rank(fg, fr) if low_rank and min(n, n_ref) <= dim else fid(fg, fr)
-    if r.used["fid_rank_deficient"]:
+    if r.used["fid_rank_deficient"] and n != n_ref:
         r.warnings.append(
             f"FID at N={n}, N_ref={n_ref} <= {dim} feature dimensions: the covariances are "
             "rank-deficient and FID is biased upward; compare FIDs only at equal N"

@@ -46,6 +46,22 @@ def real_data_run_id(experiment: ExperimentConfig, choice: ExtractorChoice) -> s
     return run_id(experiment=experiment.name, label=f"real-n{experiment.sample.n}", key=key)
 
 
+def real_row_shortfall(bundle: DataBundle, experiment: ExperimentConfig) -> str | None:
+    """Why the real-data row cannot be scored (None: it can): the held-out split leaves
+    fewer than 2 images after the reference."""
+    n = experiment.sample.n
+    n_ref = experiment.metrics.n_ref or n
+    got = len(scoring_parts(bundle, experiment.metrics, n=n)[0].real)
+    if got >= 2:
+        return None
+    return (
+        f"the held-out split's {len(bundle.holdout)} images hold {got} for this row once the "
+        f"{n_ref}-image reference is taken (the row shares the rest with the copy audit's two "
+        f"fresh sets; N_ref + 3 x N = {n_ref + 3 * n} would fit all four): raise "
+        "data.holdout_fraction or lower sample.n"
+    )
+
+
 def score_real_data(
     bundle: DataBundle,
     experiment: ExperimentConfig,
@@ -81,6 +97,7 @@ def score_real_data(
             describe={**split_description(cfg.data, bundle, "holdout"), "part": "real-data row"},
             batch_size=cfg.metrics.extractor_batch(device),
             on_batch=lambda m: tick(advance=m),
+            precision=cfg.metrics.precision,
         )
     scored = score_set(
         real.images,

@@ -21,7 +21,12 @@ from genbench.config import DataConfig, MetricsConfig
 from genbench.data import DataBundle, ImageSet
 from genbench.data.transforms import set_channels
 from genbench.metrics.cache import sha256_tensor
-from genbench.metrics.features import cached_features, extract_features
+from genbench.metrics.features import (
+    DTYPES,
+    cached_features,
+    extract_features,
+    feature_precision,
+)
 from genbench.metrics.heldout import HeldoutParts
 from genbench.metrics.inception import ExtractorChoice, choose_extractor
 from genbench.metrics.protocol import SUBSET_SEED, fingerprint, split_description
@@ -338,6 +343,7 @@ def _features(
             continue
         ext = x.extractors[space]
         tag = "" if space == "inception" else f" ({space})"
+        precision = x.metrics_cfg.precision if space == "inception" else "fp32"
         with reporter.phase(f"{label}: reference features{tag}", total=len(ref)) as tick:
             x.ref[space], hit = cached_features(
                 ref.images,
@@ -346,6 +352,7 @@ def _features(
                 describe=split_description(x.data_cfg, x.bundle, job.ref_part),
                 batch_size=x.metrics_cfg.extractor_batch(x.device),
                 on_batch=lambda m, tick=tick: tick(advance=m),
+                precision=precision,
             )
             if hit:
                 tick(len(ref), len(ref))
@@ -360,6 +367,7 @@ def _features(
                 device=x.device,
                 batch_size=x.metrics_cfg.extractor_batch(x.device),
                 on_batch=lambda m, tick=tick: tick(advance=m),
+                precision=precision,
             )
         if space == "inception":
             job.feature_seconds = time.perf_counter() - t0
@@ -376,6 +384,7 @@ def _protocol(
     bundle, data_cfg, metrics_cfg, device = x.bundle, x.data_cfg, x.metrics_cfg, x.device
     spec, n, ref = bundle.spec, len(job.images), job.parts.reference
     seconds = job.feature_seconds
+    computes_in = feature_precision(device, metrics_cfg.precision)
     protocol: dict[str, Any] = {
         "torch_fidelity": torch_fidelity.__version__,
         "extractor": choice.name,
@@ -383,7 +392,7 @@ def _protocol(
         "weights_source": choice.source,
         "extractor_reason": choice.reason,
         "feature_layer": choice.feature_layer,
-        "dtype": "float32",
+        "dtype": DTYPES[computes_in],  # in the fingerprint: bf16 features are another protocol
         "n_generated": n,
         "n_reference": len(ref),
         "reference": {
@@ -406,7 +415,8 @@ def _protocol(
         "extract_images_per_s": round(n / seconds, 2) if seconds else None,
         "device": str(device),
         # How the extractor ran (same function up to float rounding; not in the fingerprint).
-        "inference": "fp32, batch norm folded into convolutions, "
+        "inference": ("fp32" if computes_in == "fp32" else "bf16 autocast")
+        + ", batch norm folded into convolutions, "
         + ("channels_last" if inference_channels_last(device) else "NCHW"),
     }
     spaces = {
@@ -436,7 +446,11 @@ def split_features(
     every rank receives all of them, in image order (the same numbers as one process)."""
     idx = torch.arange(dist_info.rank, len(images), dist_info.world)
     mine = extract_features(
-        images[idx], choice=choice, device=device, batch_size=metrics_cfg.extractor_batch(device)
+        images[idx],
+        choice=choice,
+        device=device,
+        batch_size=metrics_cfg.extractor_batch(device),
+        precision=metrics_cfg.precision,
     )
     parts = all_gather_objects(dist_info, (idx, mine))
     out: dict[str, torch.Tensor] = {}

@@ -8,6 +8,7 @@ samples/), so a copy of a results folder reports the same anywhere.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import pandas as pd
 from genbench.config import read_toml
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import read_json, read_jsonl
+from genbench.utils.naming import RUN_ID_DIGITS
 
 
 @dataclass
@@ -75,6 +77,10 @@ class RunRecord:
         return [r for r in data if isinstance(r, dict) and "scale" in r]
 
 
+#: A real-data row's folder name: ``<experiment>-real-n<N>-<digest>`` (genbench.metrics.real).
+_REAL_ID = re.compile(rf"(.+)-real-n\d+-[0-9a-f]{{{RUN_ID_DIGITS}}}")
+
+
 def _read_dict(path: Path) -> tuple[dict[str, Any], str | None]:
     if not path.is_file():
         return {}, None
@@ -106,8 +112,12 @@ def read_run(rd: Path) -> RunRecord | None:
         config=config,
         metrics=metrics,
     )
-    rec.experiment = metrics.get("experiment", config.get("experiment"))
-    rec.model = metrics.get("model", config.get("model"))
+    # A folder that never got metrics.json or config.toml (a real-data row skipped or failed)
+    # says what it is in status.json; older ones only in their name.
+    rec.experiment = metrics.get("experiment", config.get("experiment", status.get("experiment")))
+    rec.model = metrics.get("model", config.get("model", status.get("model")))
+    if rec.model is None and not config and (m := _REAL_ID.fullmatch(rd.name)):
+        rec.model, rec.experiment = "real", rec.experiment or m.group(1)
     seed = metrics.get("seed", config.get("seed"))
     rec.seed = int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
     if rec.done and not metrics:

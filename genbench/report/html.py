@@ -120,6 +120,7 @@ def _protocol_html(g: Group) -> str:
         ("fingerprint", g.fingerprint),
         ("extractor", p.get("extractor")),
         ("weights sha256", str(p.get("weights_sha256") or "")[:16]),
+        ("features computed in", p.get("dtype")),
         ("N generated / N reference", f"{p.get('n_generated')} / {p.get('n_reference')}"),
         (
             "reference",

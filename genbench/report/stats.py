@@ -87,6 +87,8 @@ class Group:
         if not self.fingerprint:
             return f"{self.experiment}: not scored"
         extra = ", derived from training images (by design)" if self.derived else ""
+        if self.protocol.get("dtype") == "bfloat16":  # metrics.precision: not fp32 Inception
+            extra = ", Inception in bf16" + extra
         return f"{self.experiment}: protocol {self.fingerprint}{extra}"
 
 

@@ -4,7 +4,7 @@ and finding a finished run whose training another run can reuse.
 Layout of ``<results>/<run_id>/``::
 
     .lock             held while one process works on the run
-    status.json       running (with its phase) | done | failed | interrupted
+    status.json       running (with its phase) | done | failed | interrupted | skipped (why)
     config.toml       the resolved run config, written before training starts
     split.json        the data split the run trained on
     train_log.jsonl   one record per log interval: losses, held-out metrics, speed

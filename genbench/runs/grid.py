@@ -262,16 +262,22 @@ def real_data_row(
     choice: ExtractorChoice,
 ) -> Path | None:
     """The real-data row (held-out images, scored like a sample set): the floor every
-    model is read against. A folder already done is left alone; a failure is reported
-    and never stops the models' runs. Returns the folder (None when it failed)."""
-    from genbench.metrics.real import real_data_run_id, score_real_data
+    model is read against. A folder already done is left alone; one the held-out split
+    cannot fill is marked skipped, with why; a failure is marked failed and reported, and
+    never stops the models' runs. Returns the folder (None when skipped or failed)."""
+    from genbench.metrics.real import real_data_run_id, real_row_shortfall, score_real_data
 
     folder = RunFolder(results_dir / real_data_run_id(experiment, choice))
+    who = {"model": "real", "experiment": experiment.name}  # a row even without metrics.json
     try:
         if folder.is_done():
             reporter.info(f"{folder.name}: already done, skipped")
             return folder.path
-        folder.set_status("running")
+        if why := real_row_shortfall(bundle, experiment):
+            folder.set_status("skipped", error=why, **who)
+            reporter.warn(f"real-data row skipped: {why}")
+            return None
+        folder.set_status("running", **who)
         # Scored under the results folder's copy-descriptor seed, as the runs are.
         scoring_cfg = experiment.model_copy(
             update={"metrics": audit_metrics(experiment.metrics, results_dir)}
@@ -282,7 +288,11 @@ def real_data_row(
         folder.write_files(scored.files)
         folder.write_metrics(scored.record)
         return folder.path
+    except KeyboardInterrupt:
+        folder.set_status("interrupted", error="interrupted by the user", **who)
+        raise
     except Exception as exc:  # the floor row failing must not stop the models' runs
+        folder.set_status("failed", error=one_line(exc), traceback=traceback.format_exc(), **who)
         reporter.error(f"real-data row failed: {one_line(exc)}")
         return None
 

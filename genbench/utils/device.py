@@ -108,6 +108,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op elsewhere. For timings."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def configure_backend(device: torch.device, *, deterministic: bool) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = not deterministic
