@@ -26,9 +26,10 @@ from torch import nn
 
 from genbench.contract import DataSpec
 from genbench.diffusion import NoiseSchedule, check_resolution
+from genbench.diffusion.model import GuidanceConfig
 from genbench.diffusion.schedulers import require_diffusers
 from genbench.utils.errors import one_line
-from genbench_baselines.cddpm import CDDPM, GuidanceConfig
+from genbench_baselines.cddpm import CDDPM
 from genbench_baselines.ddpm import DiffusionConfig
 
 require_diffusers("generator 'diffusers-unet'")  # listed without it; using it names the extra
@@ -168,12 +169,12 @@ class DiffusersUNet(CDDPM):
     def passes_per_step(self) -> int:
         return 2 if self._has_null() else 1
 
-    def predict_eps(
+    def predict(
         self, net: nn.Module, x: torch.Tensor, t: int | float, labels: torch.Tensor | None
     ) -> torch.Tensor:
         if labels is not None and not self._has_null():  # conditional, nothing to guide with
             return self._forward(net, x, t, labels)
-        return super().predict_eps(net, x, t, labels)
+        return super().predict(net, x, t, labels)
 
     def _train_condition(
         self, labels: torch.Tensor | None, n: int

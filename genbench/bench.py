@@ -3,9 +3,9 @@
 For each model: training images/s, the training step's FLOPs (counted with
 ``torch.utils.flop_counter.FlopCounterMode``) and the achieved GFLOP/s next to a
 large matmul's GFLOP/s measured in the same run, and sampling images/s with the
-network evaluations per image (NFE) of each sampler. Models whose config has
-``sampler`` and ``sample_steps`` (the diffusion baselines) are timed with the
-full ancestral chain (DDPM, T steps) and with their DDIM setting.
+network evaluations per image (NFE) of each sampler a model lists in
+``Generator.sampler_variants`` (for the DDPM baselines: the full ancestral chain,
+T steps, and their DDIM setting).
 
 Scoring (:mod:`genbench.bench_scoring`): Inception's images/s in fp32 and bf16 side by
 side, fp32 as a fraction of the fp32 matmul's GFLOP/s; genbench's path (load PNGs,
@@ -95,20 +95,6 @@ def _spec(
         class_names=class_names if cls.conditional else (),
         num_train=max(1024, batch_size),
     )
-
-
-def _sampler_variants(
-    cls: type[Generator], cfg: GeneratorConfig
-) -> list[tuple[str, dict[str, Any]]]:
-    """(label, config overrides) pairs to time sampling with."""
-    fields = type(cfg).model_fields
-    if "sampler" in fields and "sample_steps" in fields:
-        steps = getattr(cfg, "sample_steps", None) or 50
-        return [
-            ("ddpm (all T)", {"sampler": "ddpm", "sample_steps": None}),
-            (f"ddim ({steps})", {"sampler": "ddim", "sample_steps": steps}),
-        ]
-    return [("default", {})]
 
 
 def bench_model(
@@ -236,7 +222,7 @@ def _time_sampling(
     with torch.no_grad():  # warm-up (kernels, allocator) with the model's own sampler
         model.eval().sample(2, labels=labels[:2] if labels is not None else None)
     out = []
-    for label, ov in _sampler_variants(cls, cfg):
+    for label, ov in cls.sampler_variants(cfg):
         row: dict[str, Any] = {"variant": label, "seconds": {}, "images_per_s": {}}
         for p in precs:
             extra = {"sample_bf16": p == "bf16"} if has_switch else {}

@@ -184,6 +184,13 @@ class Generator(ABC):
         """Like :meth:`sample`, plus per-image records stored beside the samples."""
         return SampleBatch(self.sample(n, labels=labels, generator=generator))
 
+    @classmethod
+    def sampler_variants(cls, config: GeneratorConfig) -> list[tuple[str, dict[str, Any]]]:
+        """(label, config overrides) pairs that ``genbench bench`` times sampling with,
+        e.g. a diffusion model's full chain next to its few-step sampler. The overrides
+        must be valid keys of ``config``; the default times the configured sampler only."""
+        return [("default", {})]
+
     def sampling_protocol(self) -> dict[str, Any]:
         """How samples are made: at least ``sampler`` (a name) and ``nfe``
         (network evaluations per image). Stored with every sample set."""

@@ -217,8 +217,8 @@ def test_config_show_lists_every_key_with_its_description():
     text = show_config("cddpm")
     values = tomllib.loads(text)  # valid TOML to copy keys from; unset keys are comments
     assert values == {k: v for k, v in CDDPMConfig().model_dump().items() if v is not None}
-    # what is inherited: the shared diffusion block, ddpm's network, the guidance block
-    assert all(f"# -- {c}" in text for c in ("DiffusionConfig", "DDPMConfig", "GuidanceConfig"))
+    # what is inherited: the diffusion block, the shared UNet's keys, the guidance block
+    assert all(f"# -- {c}" in text for c in ("DiffusionConfig", "UNetConfig", "GuidanceConfig"))
     line = next(x for x in text.splitlines() if x.startswith("guidance_scale"))
     assert line.endswith("# 1 = conditional, 0 = unconditional")
     resolved = show_config("cddpm", experiment="full", overrides={"cddpm.guidance_scale": 2.0})

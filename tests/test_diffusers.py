@@ -54,7 +54,7 @@ def test_diffusers_ddim_equals_genbench_ddim(eta, clip):
     """Same weights, same noise, same time indices: diffusers' DDIMScheduler and genbench's
     DDIM give the same samples (respaced 40 -> 8 steps, with and without x_0 clipping)."""
     model = tiny_ddpm()
-    eps = lambda x, t: model.predict_eps(model.net, x, t, None)  # noqa: E731
+    eps = lambda x, t: model.predict(model.net, x, t, None)  # noqa: E731
     sch = make_scheduler("diffusers-ddim", model.schedule)
     sch.set_timesteps(8)
     ts = [int(t) for t in sch.timesteps]

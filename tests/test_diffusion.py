@@ -241,9 +241,9 @@ def test_cfg_scale_1_is_conditional_and_0_unconditional():
         cond = m._forward(m.net, x, 40, y)
         uncond = m._forward(m.net, x, 40, None)
         assert not torch.allclose(cond, uncond, atol=1e-3)
-        assert torch.allclose(m.guided_eps(m.net, x, 40, y, scale=1.0), cond, atol=1e-5)
-        assert torch.allclose(m.guided_eps(m.net, x, 40, y, scale=0.0), uncond, atol=1e-5)
-        g3 = m.guided_eps(m.net, x, 40, y, scale=3.0)
+        assert torch.allclose(m.guided(m.net, x, 40, y, scale=1.0), cond, atol=1e-5)
+        assert torch.allclose(m.guided(m.net, x, 40, y, scale=0.0), uncond, atol=1e-5)
+        g3 = m.guided(m.net, x, 40, y, scale=3.0)
         assert torch.allclose(g3, uncond + 3 * (cond - uncond), atol=1e-4)
 
 
