@@ -40,6 +40,7 @@ n = 24
 batch_size = 12
 [metrics]
 classifier_steps = 30
+copy_descriptor_steps = 40
 bootstrap = 20
 """
 

@@ -11,6 +11,7 @@ from genbench.config import DataConfig, MetricsConfig
 from genbench.data import load_data
 from genbench.metrics import scoring, units
 from genbench.metrics.features import extract_features
+from tests.conftest import FAST_AUDIT
 from tests.standin import STANDIN_B_NAME, standin_choice
 
 DATA = DataConfig(source="digits", resolution=16, split="random")
@@ -31,7 +32,7 @@ def inputs() -> units.UnitInputs:
     parts = scoring.heldout_parts(bundle.holdout, n_ref=N, n=N)
     images = bundle.train.images[:N]
     choices = {"inception": standin_choice(), "dinov2": standin_choice(STANDIN_B_NAME)}
-    cfg = MetricsConfig(classifier_steps=20, bootstrap=10, copy_max_shift=1)
+    cfg = MetricsConfig(classifier_steps=20, bootstrap=10, copy_max_shift=1, **FAST_AUDIT)
     return units.UnitInputs(
         images=images,
         labels=bundle.train.labels[:N],

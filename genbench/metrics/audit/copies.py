@@ -25,13 +25,14 @@ membership (:mod:`genbench.metrics.audit.membership`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 import genbench.metrics.audit.datacopy as datacopy
 import genbench.metrics.audit.descriptor as descriptor
+import genbench.metrics.audit.membership as membership
 import genbench.metrics.audit.mixes as mixes
 import genbench.metrics.audit.ncc as ncc
 from genbench.metrics.audit.settings import VERSION, CopySettings
@@ -48,6 +49,30 @@ class Pool:
     images: torch.Tensor  # M uint8
     parts: list[tuple[str, int, int]]  # (split name, start, end) in pool order
     source_index: torch.Tensor  # M: index in its split's source
+    # The mix stage and pixel membership both read the pool's canonical images; made once
+    # (a few seconds at 70k images) and kept on the CPU while the pool lives.
+    _derived: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def full(self, batch: int = 8192) -> torch.Tensor:
+        """M x S x S canonical grey images (:func:`mixes.full_vectors`), made once."""
+        if "full" not in self._derived:
+            cpu = torch.device("cpu")
+            self._derived["full"] = torch.cat(
+                [
+                    mixes.full_vectors(self.images[s : s + batch], cpu)
+                    for s in range(0, len(self.images), batch)
+                ]
+            )
+        return self._derived["full"]
+
+    def pixels(self, batch: int = 8192) -> torch.Tensor:
+        """M unit vectors of the centred canonical pixels (pixel-space membership)."""
+        if "pixels" not in self._derived:
+            full = self.full()
+            self._derived["pixels"] = torch.cat(
+                [membership.pixel_vectors(full[s : s + batch]) for s in range(0, len(full), batch)]
+            )
+        return self._derived["pixels"]
 
     def origin(self, pos: int) -> tuple[str, int]:
         for name, a, b in self.parts:
@@ -219,7 +244,12 @@ def query_stats(
         exclude=exclude,
     )
     mx = mixes.match_mixes(
-        images, pool.images, device=device, first_parents=near[:, :4], exclude=exclude
+        images,
+        pool.images,
+        device=device,
+        first_parents=near[:, :4],
+        exclude=exclude,
+        pool_full=pool.full(),
     )
     tr = pool.train_slice()
     tsim, _ = _nearest(q, index.emb[tr], 1, None, device=device)

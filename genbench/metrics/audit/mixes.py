@@ -102,13 +102,20 @@ def _top_correlated(
         pv = _unit(_region(p, region) if region else p.flatten(1))
         sim = qv @ pv.T
         if exclude is not None:
-            pos = torch.arange(s, s + len(p), device=qv.device)
-            sim = torch.where(pos[None] == exclude[:, None].to(qv.device), -2.0, sim)
-        idx = torch.arange(s, s + len(p), device=qv.device).expand(n, -1)
-        v, i = torch.cat([best_v, sim], 1).topk(k, 1)
-        best_i = torch.cat([best_i, idx], 1).gather(1, i)
+            _mask_own(sim, exclude.to(qv.device), start=s)
+        # The block's own top k first: merging k + k columns, not k + chunk, is the cost.
+        cv, ci = sim.topk(min(k, sim.shape[1]), 1)
+        v, i = torch.cat([best_v, cv], 1).topk(k, 1)
+        best_i = torch.cat([best_i, ci + s], 1).gather(1, i)
         best_v = v
     return best_v, best_i
+
+
+def _mask_own(sim: torch.Tensor, exclude: torch.Tensor, *, start: int) -> None:
+    """Sets each query's own pool position (exclude, -1: none) in this block to -2, in place."""
+    col = exclude - start
+    rows = ((col >= 0) & (col < sim.shape[1])).nonzero()[:, 0]
+    sim[rows, col[rows]] = -2.0
 
 
 #: Per-pixel variance below which an image has no structure (under half a grey level): the
@@ -148,11 +155,12 @@ def match_mixes(
     device: torch.device,
     first_parents: torch.Tensor | None = None,
     exclude: torch.Tensor | None = None,
+    pool_full: torch.Tensor | None = None,
     pixel_parents: int = 2,
     shortlist: int = 2,
     search_side: int = 16,
     chunk: int = 16384,
-    batch: int = 256,
+    batch: int = 1024,  # all of a run's samples at once: each pool pass serves them all
 ) -> MixMatches:
     """Both statistics for uint8 queries against the uint8 pool (see the module docstring).
 
@@ -160,8 +168,9 @@ def match_mixes(
     a blend a blend and a half a half), keeping ``shortlist`` per half; the statistics are
     computed at full resolution (at most 32 px) on what they found.
     ``first_parents``: N x K more first-parent candidates (the learned descriptor's);
-    ``exclude``: N pool positions a query may not use (itself; -1 none)."""
-    full = _vectors(pool_images, device)
+    ``exclude``: N pool positions a query may not use (itself; -1 none); ``pool_full``: the
+    pool's :func:`full_vectors`, when the caller keeps them."""
+    full = _vectors(pool_images, device) if pool_full is None else pool_full.to(device)
     pool = _coarse(full, search_side)
     parts: dict[str, list] = {k: [] for k in ("hd", "hi", "hr", "bd", "bp", "pd", "pi", "kd", "kp")}
     for s in range(0, len(queries), batch):
@@ -305,8 +314,7 @@ def _top_masked(
         pv = _unit(full[s : s + chunk].to(qv.device)[:, mask])
         sim = qu @ pv.T
         if exclude is not None:
-            pos = torch.arange(s, s + len(pv), device=qv.device)
-            sim = torch.where(pos[None] == exclude[:, None].to(qv.device), -2.0, sim)
+            _mask_own(sim, exclude.to(qv.device), start=s)
         v, i = sim.max(1)
         better = v > best_v
         best_v = torch.where(better, v, best_v)

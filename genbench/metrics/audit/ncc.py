@@ -199,9 +199,10 @@ def _topk_similar(
         sim = torch.einsum("nvd,md->nvm", q, b).float()
         # max |x| as max(max x, -min x): two reductions instead of a copy (same values).
         sim = torch.maximum(sim.amax(1), sim.amin(1).neg_()) if absolute else sim.amax(1)
-        v, i = torch.cat([best_v, sim], 1).topk(k, 1)
-        best_i = torch.cat([best_i, torch.arange(s, s + len(b), device=q.device).expand(n, -1)], 1)
-        best_i = best_i.gather(1, i)
+        # The block's own top k first: merging k + k columns, not k + chunk, is the cost.
+        cv, ci = sim.topk(min(k, sim.shape[1]), 1)
+        v, i = torch.cat([best_v, cv], 1).topk(k, 1)
+        best_i = torch.cat([best_i, ci + s], 1).gather(1, i)
         best_v = v
     return best_i
 

@@ -151,7 +151,7 @@ def membership(
     out = []
     spaces = (
         ("descriptor", gen.emb, index.emb),
-        ("pixels", pixel_vectors(full_vectors(images, device)), _pool_pixels(pool, device)),
+        ("pixels", pixel_vectors(full_vectors(images, device)), pool.pixels()),
     )
     for space, q, base in spaces:
         if q is None:
@@ -159,15 +159,6 @@ def membership(
         hit, null = nearest_is_train(q, base, is_train, own=own, device=device)
         out.append(Membership(space, float(hit.sum()), len(hit), null))
     return out
-
-
-def _pool_pixels(pool: Pool, device: torch.device, batch: int = 8192) -> torch.Tensor:
-    return torch.cat(
-        [
-            pixel_vectors(full_vectors(pool.images[s : s + batch], device)).cpu()
-            for s in range(0, len(pool.images), batch)
-        ]
-    )
 
 
 #: Fewer fresh held-out images than this (each set) and the validation slice is used instead.
