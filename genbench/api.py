@@ -100,7 +100,12 @@ def _resolve(
         sets.append(f"pretrained.{name}={toml_value(str(source))}")
     path = find_experiment(str(experiment))
     names = set(registry.names())
-    points = sweep_points(_sweep_list(sweep)) or [[]]
+    asked = _sweep_list(sweep)
+    # The experiment's own [sweep] table, less the keys --sweep gives again.
+    again = {item.partition("=")[0].strip() for item in asked}
+    own = load_experiment(str(path), model_names=names).sweep
+    points = sweep_points(_sweep_list({k: v for k, v in own.items() if k not in again}) + asked)
+    points = points or [[]]
     return path, [load_experiment(str(path), overrides=sets + p, model_names=names) for p in points]
 
 

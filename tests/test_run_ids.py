@@ -35,6 +35,9 @@ def test_trained_run_ids_are_pinned():
     assert _run_id("default", "ddpm", 1, ["metrics.precision=bf16"]) != _run_id(
         "default", "ddpm", 1, []
     )
+    # So did data.train_subset, which trains on part of the data: another run when set.
+    sub = _run_id("smoke", "dcgan", 0, ["data.train_subset=64"])
+    assert sub != _run_id("smoke", "dcgan", 0, []) and sub.startswith("smoke-dcgan-s0-")
 
 
 def test_real_data_run_id_is_pinned():

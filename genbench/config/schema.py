@@ -71,6 +71,17 @@ class DataConfig(_Strict):
     split_seed: int = Field(0, description="seed of a random split")
     max_train: int | None = Field(None, ge=1, description="use only the first N training images")
     max_holdout: int | None = Field(None, ge=1, description="use only the first N held-out images")
+    train_subset: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "train on the first N images of a fixed seeded permutation of the training split "
+            "(nested: a smaller N's images are in every larger N's); the held-out split, the "
+            "validation slice and the copy audit's pool stay as without it, and the audit "
+            "counts only these N as trained on"
+        ),
+        json_schema_extra=_NEW_KEY,
+    )
     validation_size: int = Field(
         512,
         ge=0,
@@ -355,6 +366,12 @@ class ExperimentConfig(_Strict):
         default_factory=dict,
         description="model -> weights to score without training (a genbench run folder, "
         "or what the generator's from_pretrained reads: a diffusers folder, a hub id)",
+    )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="keys with several values, as `--sweep`: each point of their grid is a "
+        "config of its own (`--sweep` on the command line replaces a key's values)",
+        json_schema_extra=_NEW_KEY,
     )
 
     @field_validator("pretrained")

@@ -77,6 +77,25 @@ class DataBundle:
     spec: DataSpec
     split: dict[str, Any] = field(default_factory=dict)  # recorded in the run
     validation: ImageSet | None = None
+    # data.train_subset: the rest of the training split, never trained on (the audit's
+    # pool keeps it, so the pool is the same at every subset size)
+    unseen: ImageSet | None = None
+
+    def full_train(self) -> ImageSet:
+        """The whole training split: under data.train_subset, the subset and then the rest
+        (measuring instruments such as the class-consistency classifier train on this, so
+        they are the same at every subset size)."""
+        if self.unseen is None or not len(self.unseen):
+            return self.train
+        a, b = self.train, self.unseen
+        labels = None if a.labels is None else torch.cat([a.labels, b.labels])
+        return ImageSet(
+            torch.cat([a.images, b.images]),
+            labels,
+            torch.cat([a.source_index, b.source_index]),
+            a.class_names,
+            a.attribute_names,
+        )
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -130,11 +149,16 @@ def load_data(cfg: DataConfig) -> DataBundle:
         ho_idx = ho_idx[torch.randperm(len(ho_idx), generator=g)[: cfg.max_holdout]].sort().values
 
     tr_idx, va_idx = _validation_slice(tr_idx, cfg)
+    split_idx = tr_idx  # the training split; data.train_subset trains on part of it
+    tr_idx, un_idx = _train_subset(tr_idx, cfg)
     train = _make_set(train_raw, tr_idx, cfg, channels, raw)
     validation = _make_set(train_raw, va_idx, cfg, channels, raw)
     holdout = _make_set(hold_raw, ho_idx, cfg, channels, raw)
+    unseen = _make_set(train_raw, un_idx, cfg, channels, raw) if un_idx is not None else None
     if condition == "none":
         train.labels = holdout.labels = validation.labels = None
+        if unseen is not None:
+            unseen.labels = None
     spec = DataSpec(
         resolution=cfg.resolution,
         channels=channels,
@@ -151,17 +175,56 @@ def load_data(cfg: DataConfig) -> DataBundle:
         "holdout_from": hold_split,
         "n_train": len(train),
         "n_holdout": len(holdout),
-        "train_index_sha256": _digest(tr_idx),
+        "train_index_sha256": _digest(split_idx),
         "holdout_index_sha256": _digest(ho_idx),
         "validation_from": train_split,
         "n_validation": len(validation),
         "validation_index_sha256": _digest(va_idx),
+        **(
+            {
+                "train_subset": cfg.train_subset,
+                "n_unseen": len(un_idx),
+                "train_subset_index_sha256": _digest(tr_idx),
+            }
+            if un_idx is not None
+            else {}
+        ),
         "skipped_files": raw.skipped,
         "skipped_examples": raw.skipped_examples,
         "origin": raw.origin,
         "notes": raw.notes,
     }
-    return DataBundle(train=train, holdout=holdout, spec=spec, split=split, validation=validation)
+    return DataBundle(
+        train=train,
+        holdout=holdout,
+        spec=spec,
+        split=split,
+        validation=validation,
+        unseen=unseen,
+    )
+
+
+#: Seed offset of data.train_subset's permutation (the split's seeds use +1 to +3).
+_SUBSET_SEED = 4
+
+
+def _train_subset(
+    tr_idx: torch.Tensor, cfg: DataConfig
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(trained on, the rest in permutation order) under data.train_subset, else (all, None).
+    The trained images are the first N of one permutation of the split, so sizes nest;
+    they stay in that order (the audit's pool is then the same tensor at every size)."""
+    n = cfg.train_subset
+    if n is None:
+        return tr_idx, None
+    if n > len(tr_idx):
+        raise DataError(
+            f"data.train_subset = {n} but the training split holds {len(tr_idx)} images "
+            f"(after the validation slice)"
+        )
+    g = torch.Generator().manual_seed(cfg.split_seed + _SUBSET_SEED)
+    order = tr_idx[torch.randperm(len(tr_idx), generator=g)]
+    return order[:n], order[n:]
 
 
 def _validation_slice(tr_idx: torch.Tensor, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -228,7 +228,7 @@ def consistency_unit(x: UnitInputs) -> UnitResult:
         return UnitResult()
     settings = ClassifierSettings(steps=x.metrics_cfg.classifier_steps)
     model, info = get_classifier(
-        bundle.train,
+        bundle.full_train(),  # the same instrument at every data.train_subset size
         bundle.holdout,
         describe=split_description(x.data_cfg, bundle, "train"),
         device=x.device,

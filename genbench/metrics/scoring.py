@@ -93,7 +93,7 @@ def scoring_parts(
     fresh = metrics_cfg.copy_fresh if metrics_cfg.memorization else 0
     if metrics_cfg.reference == "train":
         parts = heldout_parts(bundle.holdout, n_ref=0, n=n, n_fresh=fresh)
-        parts.reference = seeded_subset(bundle.train, n_ref)
+        parts.reference = seeded_subset(bundle.full_train(), n_ref)  # same at any train_subset
         return parts, "train"
     return heldout_parts(bundle.holdout, n_ref=n_ref, n=n, n_fresh=fresh), "holdout"
 
@@ -306,7 +306,9 @@ def _prepare(
             f"{spec.resolution}x{spec.resolution}; score at the data's resolution"
         )
     n = len(images)
-    source, pool = ("train", bundle.train) if reference == "train" else ("holdout", bundle.holdout)
+    source, pool = (
+        ("train", bundle.full_train()) if reference == "train" else ("holdout", bundle.holdout)
+    )
     if n_ref > len(pool):
         warn(f"only {len(pool)} {source} images; N_ref = {len(pool)} instead of {n_ref}")
     cfg = metrics_cfg.model_copy(update={"n_ref": n_ref, "reference": reference})
@@ -411,6 +413,12 @@ def _protocol(
         ),
         "settings": {**settings_from(metrics_cfg).to_dict(), **used},
         "sampling": dict(sampling or {}),
+        # data.train_subset describes the model, not the measurement: not in the fingerprint
+        **(
+            {"train_subset": {k: bundle.split[k] for k in ("train_subset", "n_unseen")}}
+            if "train_subset" in bundle.split
+            else {}
+        ),
         "extract_seconds": round(seconds, 2) if seconds else None,
         "extract_images_per_s": round(n / seconds, 2) if seconds else None,
         "device": str(device),

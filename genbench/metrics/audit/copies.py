@@ -25,7 +25,7 @@ membership (:mod:`genbench.metrics.audit.membership`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -125,7 +125,12 @@ def build_pool_index(
     net_sha = sha256_tensor(
         torch.cat([p.detach().float().flatten() for p in net.state_dict().values()])
     )
-    key = key_digest({"v": VERSION, "net": net_sha, "pool": sha256_tensor(pool.images), "k": k})
+    key_of = {"v": VERSION, "net": net_sha, "pool": sha256_tensor(pool.images), "k": k}
+    if any(name == "unseen" for name, _, _ in pool.parts):
+        # data.train_subset: one pool, many trained parts; the cells are the trained part's
+        # (without a subset the parts follow from the images, and older keys stay valid)
+        key_of["parts"] = pool.parts
+    key = key_digest(key_of)
     path = cache_root() / "copies" / f"pool-{key}.pt"
     hit = path.is_file()
     emb = cent = None
@@ -177,6 +182,23 @@ class QueryStats:
             "train_dist": self.train_dist,
             "cell": self.cell,
         }
+
+    def select(self, idx: torch.Tensor) -> QueryStats:
+        """The statistics of the queries at ``idx`` (each query's are its own)."""
+        rows = idx.tolist()
+
+        def take(v: Any) -> Any:
+            return v[idx] if isinstance(v, torch.Tensor) else [v[i] for i in rows]
+
+        return QueryStats(
+            {k: v[idx] for k, v in self.stats.items()},
+            self.desc_index[idx],
+            ncc.Matches(*(take(getattr(self.ncc, f.name)) for f in fields(self.ncc))),
+            mixes.MixMatches(*(take(getattr(self.mix, f.name)) for f in fields(self.mix))),
+            self.train_dist[idx],
+            self.cell[idx],
+            None if self.emb is None else self.emb[idx],
+        )
 
     @staticmethod
     def unpack(d: dict[str, Any]) -> QueryStats:

@@ -278,7 +278,13 @@ def _pieces(
         for mask in regions:
             m = mask.to(dev)
             qv = qf[:, m]
-            weight.append((qv.std(1) > FLAT_REGION_STD).float())
+            # A one-pixel region (8 px images) has no structure, and no sample std to warn on.
+            has = (
+                qv.std(1) > FLAT_REGION_STD
+                if qv.shape[1] > 1
+                else torch.zeros(len(qv), dtype=torch.bool, device=dev)
+            )
+            weight.append(has.float())
             v, i = _top_masked(qv, full, m, chunk=chunk, exclude=exclude)
             corr.append(v)
             src.append(i)

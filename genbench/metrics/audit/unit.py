@@ -4,11 +4,13 @@ real images and the fresh images, from a scoring call's data."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+import genbench.metrics.audit.nn_ratio as nn_ratio
 from genbench.metrics.audit.copies import (
     Pool,
     PoolIndex,
@@ -23,7 +25,7 @@ from genbench.metrics.audit.mixes import full_vectors
 from genbench.metrics.audit.ncc import TRANSFORMS
 from genbench.metrics.audit.pairs import pair_files
 from genbench.metrics.audit.settings import DEFINITION, VERSION, CopySettings
-from genbench.metrics.audit.verdict import calibrate, concat_stats, verdict
+from genbench.metrics.audit.verdict import Calibration, calibrate, concat_stats, verdict
 from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.metrics.protocol import split_description
 from genbench.metrics.units import UnitInputs, UnitResult
@@ -97,41 +99,124 @@ def copy_audit(
     """The copy audit of one image set (see the module docstring). ``exclude``: each
     image's own pool position when the set is real images from the pool (the real-data row).
     ``files``: receives copies.json and copies.png (the result then lists the pairs shown)."""
-    t0 = time.perf_counter()
-    n_fresh = len(fresh.calibration) + len(fresh.check)
-    k = cells_for(len(gen_images), n_fresh, settings.min_per_cell)
-    index = build_pool_index(pool, settings, describe=describe, device=device, k=k)
-    t_index = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    cal, chk, fresh_hit = fresh_stats(fresh, pool, index, settings, device=device)
-    t_fresh = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    gen = query_stats(gen_images, pool, index, settings, device=device, exclude=exclude)
-    t_gen = time.perf_counter() - t2
-    calib = calibrate(cal, settings.alpha)
-    members = membership(gen_images, gen, pool, index, own=exclude, device=device)
-    out = verdict(gen, calib, chk, concat_stats(cal, chk), settings, k=k, membership=members)
-    out.update(
-        definition=DEFINITION,
-        method=f"copies v{VERSION}",
-        settings=settings.to_dict(),
-        shift_searched=index.pixel.shift,
-        pool={name: b - a for name, a, b in pool.parts},
-        fresh_source=fresh.source,
-        transforms=list(TRANSFORMS),
-        descriptor={**index.net_info, "dim": settings.descriptor.dim},
-        seconds={
-            "index": round(t_index, 2),
-            "fresh": round(t_fresh, 2),
-            "samples": round(t_gen, 2),
-            "cached": {**index.cached, "fresh": fresh_hit},
-        },
-    )
+    ctx = _AuditContext(pool, fresh, settings, device, describe)
+    ((out, gen, calib),) = _audit_sets(ctx, {"": (gen_images, exclude)}).values()
     if files is not None:
         out["pairs"], made = pair_files(gen_images, gen, calib, pool)
         files.update(made)
         out["image"] = "copies.png"
     return out
+
+
+def copy_audits(
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    pool: Pool,
+    fresh: FreshSets,
+    settings: CopySettings,
+    device: torch.device,
+    describe: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The copy audits of several image sets against one pool: name -> (uint8 images, each
+    image's own pool position or None) gives name -> the result :func:`copy_audit` gives for
+    that set alone. Their images search the pool together (one pass serves them all); a
+    query's statistics are its own, so each set's verdict is the same as alone."""
+    ctx = _AuditContext(pool, fresh, settings, device, describe)
+    return {name: out for name, (out, _, _) in _audit_sets(ctx, sets).items()}
+
+
+@dataclass
+class _AuditContext:
+    pool: Pool
+    fresh: FreshSets
+    settings: CopySettings
+    device: torch.device
+    describe: dict[str, Any]
+
+
+def _audit_sets(
+    ctx: _AuditContext, sets: dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+) -> dict[str, tuple[dict[str, Any], QueryStats, Calibration]]:
+    """Each set's (result, statistics, calibration); sets of sizes that share a C_T cell
+    count are searched together."""
+    n_fresh = len(ctx.fresh.calibration) + len(ctx.fresh.check)
+    by_cells: dict[int, list[str]] = {}
+    for name, (images, _) in sets.items():
+        by_cells.setdefault(cells_for(len(images), n_fresh, ctx.settings.min_per_cell), []).append(
+            name
+        )
+    out = {}
+    for k, names in by_cells.items():
+        out.update(_audit_group(ctx, {n: sets[n] for n in names}, k=k))
+    return {name: out[name] for name in sets}
+
+
+def _audit_group(
+    ctx: _AuditContext, sets: dict[str, tuple[torch.Tensor, torch.Tensor | None]], *, k: int
+) -> dict[str, tuple[dict[str, Any], QueryStats, Calibration]]:
+    pool, settings, device = ctx.pool, ctx.settings, ctx.device
+    t0 = time.perf_counter()
+    index = build_pool_index(pool, settings, describe=ctx.describe, device=device, k=k)
+    t_index = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    cal, chk, fresh_hit = fresh_stats(ctx.fresh, pool, index, settings, device=device)
+    t_fresh = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    images = torch.cat([im for im, _ in sets.values()])
+    owns = [torch.full((len(im),), -1) if ex is None else ex for im, ex in sets.values()]
+    any_own = any(ex is not None for _, ex in sets.values())
+    every = query_stats(
+        images, pool, index, settings, device=device, exclude=torch.cat(owns) if any_own else None
+    )
+    t_gen = time.perf_counter() - t2
+    calib = calibrate(cal, settings.alpha)
+    fresh_union = concat_stats(cal, chk)
+    common = dict(
+        definition=DEFINITION,
+        method=f"copies v{VERSION}",
+        settings=settings.to_dict(),
+        shift_searched=index.pixel.shift,
+        pool={name: b - a for name, a, b in pool.parts},
+        fresh_source=ctx.fresh.source,
+        transforms=list(TRANSFORMS),
+        descriptor={**index.net_info, "dim": settings.descriptor.dim},
+    )
+    seconds = {
+        "index": round(t_index, 2),
+        "fresh": round(t_fresh, 2),
+        "samples": round(t_gen, 2),
+        "cached": {**index.cached, "fresh": fresh_hit},
+    }
+    if len(sets) > 1:
+        seconds["sets_searched_together"] = len(sets)  # "samples" is all of theirs
+    ratio_of = _nn_ratio_reader(ctx)
+    results, start = {}, 0
+    for (name, (im, ex)), own in zip(sets.items(), owns, strict=True):
+        gen = every.select(torch.arange(start, start + len(im)))
+        start += len(im)
+        members = membership(
+            im, gen, pool, index, own=own if ex is not None else None, device=device
+        )
+        out = verdict(gen, calib, chk, fresh_union, settings, k=k, membership=members)
+        out.update(common, seconds=seconds)
+        out["nn_ratio"] = ratio_of(im)
+        results[name] = (out, gen, calib)
+    return results
+
+
+def _nn_ratio_reader(ctx: _AuditContext) -> Callable[[torch.Tensor], dict[str, Any]]:
+    """Gu et al.'s criterion for a set of images (:mod:`genbench.metrics.audit.nn_ratio`),
+    against the images the model trained on; the fresh check set's ratios made once."""
+    train = ctx.pool.images[ctx.pool.train_slice()]
+    if len(train) < 2:
+        return lambda _: {
+            "criterion": nn_ratio.CRITERION,
+            "unavailable": "fewer than 2 training images",
+        }
+    fresh = nn_ratio.nn_ratios(ctx.fresh.check, train, device=ctx.device)
+    return lambda images: nn_ratio.nn_ratio_block(
+        nn_ratio.nn_ratios(images, train, device=ctx.device), fresh
+    )
 
 
 def membership(
@@ -166,9 +251,13 @@ MIN_FRESH = 200
 
 
 def pool_of(x: UnitInputs) -> Pool:
-    """Training split, validation slice, whole held-out split: every real image."""
+    """Training split (what the model trained on, then under data.train_subset the rest of
+    the split), validation slice, whole held-out split: every real image."""
     b = x.bundle
     named = [("train", b.train.images, b.train.source_index)]
+    unseen = getattr(b, "unseen", None)
+    if unseen is not None and len(unseen):
+        named.append(("unseen", unseen.images, unseen.source_index))
     if b.validation is not None and len(b.validation):
         named.append(("validation", b.validation.images, b.validation.source_index))
     named.append(("heldout", b.holdout.images, b.holdout.source_index))
