@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_compare_example(tmp_path, monkeypatch):
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
+    # ./configs/experiments comes first: the packaged smoke with the classifier and the copy
+    # descriptor at test size (the example's code path is the same; 2 of its 2.5 minutes go)
+    smoke = (ROOT / "configs" / "experiments" / "smoke.toml").read_text()
+    local = tmp_path / "configs" / "experiments"
+    local.mkdir(parents=True)
+    (local / "smoke.toml").write_text(
+        smoke.replace("copy_descriptor_steps = 200", "copy_descriptor_steps = 40").replace(
+            "[metrics]\n", "[metrics]\nclassifier_steps = 30\n"
+        )
+    )
+    monkeypatch.chdir(tmp_path)
     spec = importlib.util.spec_from_file_location("compare", ROOT / "examples" / "compare.py")
     assert spec is not None and spec.loader is not None
     compare = importlib.util.module_from_spec(spec)

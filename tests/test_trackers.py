@@ -358,6 +358,8 @@ def test_trackers_checkpoint_format_and_cpu_batching_stay_out_of_the_run_id_and_
         ("metrics", "snapshot_fractions"),
         ("metrics", "copy_tolerance"),
         ("metrics", "copy_descriptor_seed"),
+        ("metrics", "precision"),
+        ("data", "train_subset"),
     ):
         del old[section][key]
     blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
