@@ -28,13 +28,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from genbench.contract import DataSpec
 from genbench.diffusion.model import (
     OptimConfig,
     OptionalGuidanceConfig,
     UNetConfig,
     UNetGenerator,
-    require_condition,
 )
 from genbench.diffusion.ode import OdeSolver, karras_sigmas, solve_ode, solver_nfe
 from genbench.utils.device import precision_name
@@ -99,27 +97,6 @@ class EDM(UNetGenerator):
             "guidance_scale",
         }
     )
-
-    def __init__(
-        self,
-        *,
-        spec: DataSpec,
-        config: EDMConfig,
-        device: torch.device,
-        train_data: Any = None,
-        network: nn.Module | None = None,
-    ) -> None:
-        # Conditioning is a setting here, not a model of its own as cddpm is.
-        self.conditional = config.conditional
-        super().__init__(
-            spec=spec, config=config, device=device, train_data=train_data, network=network
-        )
-
-    @classmethod
-    def check_spec(cls, spec: DataSpec, config: EDMConfig) -> None:  # type: ignore[override]
-        if config.conditional:
-            require_condition(spec, what="edm with conditional = true")
-        super().check_spec(spec, config)
 
     @classmethod
     def sampler_variants(cls, config: EDMConfig) -> list[tuple[str, dict[str, Any]]]:  # type: ignore[override]

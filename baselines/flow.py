@@ -29,13 +29,11 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from genbench.contract import DataSpec
 from genbench.diffusion.model import (
     OptimConfig,
     OptionalGuidanceConfig,
     UNetConfig,
     UNetGenerator,
-    require_condition,
 )
 from genbench.diffusion.ode import OdeSolver, solve_ode, solver_nfe, uniform_times
 from genbench.utils.device import precision_name
@@ -80,27 +78,6 @@ class Flow(UNetGenerator):
     sampling_keys = frozenset(
         {"sampler", "sample_steps", "use_ema", "sample_bf16", "guidance_scale"}
     )
-
-    def __init__(
-        self,
-        *,
-        spec: DataSpec,
-        config: FlowConfig,
-        device: torch.device,
-        train_data: Any = None,
-        network: nn.Module | None = None,
-    ) -> None:
-        # Conditioning is a setting here, not a model of its own as cddpm is.
-        self.conditional = config.conditional
-        super().__init__(
-            spec=spec, config=config, device=device, train_data=train_data, network=network
-        )
-
-    @classmethod
-    def check_spec(cls, spec: DataSpec, config: FlowConfig) -> None:  # type: ignore[override]
-        if config.conditional:
-            require_condition(spec, what="flow with conditional = true")
-        super().check_spec(spec, config)
 
     @classmethod
     def sampler_variants(cls, config: FlowConfig) -> list[tuple[str, dict[str, Any]]]:  # type: ignore[override]

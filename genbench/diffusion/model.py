@@ -160,6 +160,8 @@ class UNetGenerator(Generator):
         network: nn.Module | None = None,
     ) -> None:
         """``network``, when given, replaces the one the config describes (pretrained weights)."""
+        if isinstance(config, OptionalGuidanceConfig):
+            self.conditional = config.conditional  # a setting here (flow, edm), not a model
         super().__init__(spec=spec, config=config, device=device, train_data=train_data)
         c = config
         self.net = (network if network is not None else self.build_network()).to(self.device)
@@ -250,6 +252,8 @@ class UNetGenerator(Generator):
     # -- contract -------------------------------------------------------------------
     @classmethod
     def check_spec(cls, spec: DataSpec, config: Any) -> None:
+        if isinstance(config, OptionalGuidanceConfig) and config.conditional:
+            require_condition(spec, what=f"{cls.__name__.lower()} with conditional = true")
         config.check(spec)
 
     def modules(self) -> dict[str, nn.Module]:
