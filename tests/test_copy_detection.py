@@ -35,7 +35,7 @@ from genbench.metrics.audit import (
     pool_of,
 )
 from genbench.metrics.audit.copies import PoolIndex, QueryStats, build_pool_index, query_stats
-from genbench.metrics.audit.membership import Membership
+from genbench.metrics.audit.membership import Membership, distinct_reading
 from genbench.metrics.audit.settings import VERSION, CopySettings
 from genbench.metrics.audit.unit import membership
 from genbench.metrics.audit.verdict import calibrate, concat_stats, verdict
@@ -292,9 +292,11 @@ class Candidates:
     positions: torch.Tensor  # in the held-out split
     stats: QueryStats
     best_train: dict[str, torch.Tensor]
+    train_pos: dict[str, torch.Tensor]  # the pool position of that nearest training image
     other_sim: dict[str, torch.Tensor]
     other_pos: dict[str, torch.Tensor]
     null: dict[str, tuple[int, int]]  # space -> (n_train, n_other)
+    is_train: torch.Tensor  # pool positions that are training images
     z: torch.Tensor
     verdict_args: tuple  # (calibration, check stats, fresh union, k) as a run's audit has them
     index: PoolIndex
@@ -343,10 +345,11 @@ def candidates(fashion) -> Candidates:
     is_train[pool.train_slice()] = True
     base = _space_vectors(fashion, index, pool.images)
     query = {s: v[cand + off] for s, v in base.items()}
-    best_train, other_sim, other_pos, null = {}, {}, {}, {}
-    other = (~is_train).nonzero()[:, 0]
+    best_train, train_pos, other_sim, other_pos, null = {}, {}, {}, {}, {}
+    other, train = (~is_train).nonzero()[:, 0], is_train.nonzero()[:, 0]
     for space, q in query.items():
-        best_train[space] = (q @ base[space][is_train].T).amax(1)
+        best_train[space], at = (q @ base[space][is_train].T).max(1)
+        train_pos[space] = train[at]
         # Each candidate is among them (its own top match): a draw leaves itself out.
         other_sim[space], idx = (q @ base[space][other].T).topk(64, 1)
         other_pos[space] = other[idx]
@@ -358,7 +361,9 @@ def candidates(fashion) -> Candidates:
     cal, chk, _ = fresh_stats(fresh, pool, index, SETTINGS, device=CPU)
     args = (calibrate(cal, SETTINGS.alpha), chk, concat_stats(cal, chk), k)
     z = (z - z.mean()) / z.std()
-    return Candidates(cand, stats, best_train, other_sim, other_pos, null, z, args, index)
+    return Candidates(
+        cand, stats, best_train, train_pos, other_sim, other_pos, null, is_train, z, args, index
+    )
 
 
 def _draw_membership(c: Candidates, idx: torch.Tensor, off: int) -> list[Membership]:
@@ -368,11 +373,17 @@ def _draw_membership(c: Candidates, idx: torch.Tensor, off: int) -> list[Members
     own = (c.positions[idx] + off)[:, None]
     for space in ("descriptor", "pixels"):
         ok = c.other_pos[space][idx] != own
-        so = c.other_sim[space][idx].gather(1, ok.float().argmax(1, keepdim=True))[:, 0]
+        first = ok.float().argmax(1, keepdim=True)
+        so = c.other_sim[space][idx].gather(1, first)[:, 0]
         st = c.best_train[space][idx]
         hits = float(((st > so).double() + 0.5 * (st == so).double()).sum())
+        nearest = torch.where(
+            st >= so, c.train_pos[space][idx], c.other_pos[space][idx].gather(1, first)[:, 0]
+        )
         n_train, n_other = c.null[space]
-        out.append(Membership(space, hits, len(idx), n_train / (n_train + n_other - 1)))
+        dh, dn = distinct_reading(nearest, c.is_train)
+        null = n_train / (n_train + n_other - 1)
+        out.append(Membership(space, hits, len(idx), null, dh, dn))
     return out
 
 
@@ -434,6 +445,7 @@ def test_real_data_row_false_flag_rate_is_at_most_alpha(fashion, candidates):
     short = _draw_membership(candidates, idx, off)
     for a, b in zip(direct, short, strict=True):
         assert (a.space, a.hits, a.null) == (b.space, b.hits, pytest.approx(b.null))
+        assert (a.distinct_hits, a.distinct) == (b.distinct_hits, b.distinct)
 
 
 # -- an adaptive attacker: a plugin that uses genbench's own audit against it ---------------

@@ -3,6 +3,7 @@ real images and the fresh images, from a scoring call's data."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,12 @@ from genbench.metrics.audit.copies import (
     query_stats,
 )
 from genbench.metrics.audit.descriptor import DescriptorSettings, drawn_seed
-from genbench.metrics.audit.membership import Membership, nearest_is_train, pixel_vectors
+from genbench.metrics.audit.membership import (
+    Membership,
+    distinct_reading,
+    nearest_is_train,
+    pixel_vectors,
+)
 from genbench.metrics.audit.mixes import full_vectors
 from genbench.metrics.audit.ncc import TRANSFORMS
 from genbench.metrics.audit.pairs import pair_files
@@ -241,8 +247,11 @@ def membership(
     for space, q, base in spaces:
         if q is None:
             continue
-        hit, null = nearest_is_train(q, base, is_train, own=own, device=device)
-        out.append(Membership(space, float(hit.sum()), len(hit), null))
+        hit, null, nearest = nearest_is_train(q, base, is_train, own=own, device=device)
+        dh, dn = (
+            distinct_reading(nearest, is_train) if len(hit) and not math.isnan(null) else (0.0, 0)
+        )
+        out.append(Membership(space, float(hit.sum()), len(hit), null, dh, dn))
     return out
 
 
