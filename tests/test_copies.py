@@ -574,3 +574,23 @@ def test_larger_fresh_sets_leave_the_reference_and_the_real_data_row_as_they_wer
     assert torch.equal(parts.positions["real"], perm[n_ref : n_ref + n].sort().values)
     rest = len(bundle.holdout) - n_ref - n
     assert len(parts.calibration) == len(parts.check) == max(n, min(1000, rest // 2))
+
+
+def test_membership_counts_a_shared_nearest_image_once():
+    """48 samples of a collapsed generator share one nearest real image, a training image:
+    one piece of evidence, not 48 (counted per sample it was p ~ 1e-7 against a 72% chance
+    rate). 48 copies of 48 different training images stay strong evidence."""
+    from genbench.metrics.audit.membership import Membership, distinct_reading, nearest_is_train
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.normalize(torch.randn(400, 16, generator=g), dim=1)
+    is_train = torch.rand(400, generator=g) < 0.72
+    train = is_train.nonzero()[:, 0]
+    level = 0.01 / 3
+    for queries, collapsed in ((base[train[:1]].repeat(48, 1), True), (base[train[:48]], False)):
+        hit, null, nearest = nearest_is_train(queries, base, is_train, device=CPU)
+        dh, dn = distinct_reading(nearest, is_train)
+        m = Membership("descriptor", float(hit.sum()), len(hit), null, dh, dn)
+        e = m.estimate(tolerance=0.01, level=level)
+        assert hit.sum() == 48 and dn == (1 if collapsed else 48)
+        assert (e.p_value >= level) if collapsed else (e.p_value < 1e-5), (collapsed, e)
