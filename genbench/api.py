@@ -156,6 +156,7 @@ def plan(
     return plan_grid(exps, device=device, shard=shard, experiment_file=str(path))
 
 
+# params: the Python form of `genbench run`'s options, one keyword each
 def run(
     experiment: str | Path = "default",
     *,
@@ -277,7 +278,7 @@ def _write_images(
     import torch
 
     from genbench.data import to_uint8
-    from genbench.runs.folder import write_sample_set
+    from genbench.storage.folder import write_sample_set
     from genbench.utils.errors import GenbenchError
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):

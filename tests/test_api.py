@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import genbench
 from genbench.cli import app
 from genbench.metrics import scoring
-from genbench.runs.folder import read_sample_set
+from genbench.storage.folder import read_sample_set
 from genbench.utils.errors import ConfigError, GenbenchError
 from tests.standin import standin_choice
 
@@ -98,7 +98,7 @@ def test_score_a_folder_or_a_tensor_reproduces_the_runs_numbers(scored, monkeypa
     assert by_folder["protocol"]["n_reference"] == saved["protocol"]["n_reference"]
 
     files, manifest = read_sample_set(run_dir / "samples")
-    from genbench.images import read_images
+    from genbench.storage.images import read_images
 
     uint8 = read_images(files)
     as_float = uint8.float() / 255  # what Generator.sample returns

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from genbench.train.weights import load_weights, merge_tensors, save_weights, split_tensors
+from genbench.storage.weights import load_weights, merge_tensors, save_weights, split_tensors
 from genbench.utils.errors import CheckpointError
 
 
@@ -119,7 +119,7 @@ def uninterrupted(digits, tmp_path_factory):
 def test_resume_from_either_format_gives_the_uninterrupted_weights(
     digits, tmp_path, uninterrupted, first, then
 ):
-    from genbench.train.checkpoints import checkpoint_paths, restore
+    from genbench.storage.checkpoints import checkpoint_paths, restore
     from genbench.train.loop import train
     from genbench.utils.files import load_torch
 
@@ -166,7 +166,7 @@ def test_resume_from_either_format_gives_the_uninterrupted_weights(
 
 
 def test_a_checkpoint_with_missing_stale_or_escaping_weights_is_refused(digits, tmp_path):
-    from genbench.train.checkpoints import restore, save_checkpoint
+    from genbench.storage.checkpoints import restore, save_checkpoint
     from genbench.utils.files import load_torch, save_torch
 
     model = make(digits)

@@ -497,11 +497,11 @@ def test_real_data_row_and_audit_fresh_images_are_disjoint_under_either_referenc
     # The real-data row takes the very same cut (it used to cut as if the reference were
     # held-out, so under reference = "train" its images were the calibration images).
     from genbench.config import ExperimentConfig
-    from genbench.metrics import real as real_mod
+    from genbench.runs import real as real_mod
 
     seen = {}
 
-    def spy(images, **kw):
+    def spy(images, setup, **kw):
         seen["images"] = images
         raise RuntimeError("stop")
 
@@ -518,8 +518,8 @@ def test_real_data_row_and_audit_fresh_images_are_disjoint_under_either_referenc
 
 
 def test_results_folder_keeps_one_descriptor_seed(tmp_path):
-    from genbench.runs.folder import audit_seed
     from genbench.runs.steps import audit_metrics
+    from genbench.storage.folder import audit_seed
 
     a = audit_seed(tmp_path / "a")
     assert audit_seed(tmp_path / "a") == a and (tmp_path / "a" / ".audit-seed.json").is_file()

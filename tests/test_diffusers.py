@@ -221,7 +221,7 @@ def test_sampler_sweep_trains_once_and_plots_one_curve_per_sampler(tmp_path):
     from genbench.cli import app
     from genbench.report.collect import load_runs
     from genbench.report.plots import PlotWriter
-    from genbench.report.tables import summarize
+    from genbench.report.stats import summarize
 
     sets = ["sample.n=4", "train.kimg=0.064"] + [f"diffusers-unet.{k}={v}" for k, v in UNET.items()]
     args = ["run", "-e", "smoke", "--models", "diffusers-unet", "--results", str(tmp_path)]

@@ -21,8 +21,9 @@ import genbench
 from genbench import registry
 from genbench.cli import app
 from genbench.data import load_data
-from genbench.metrics import real, scoring
-from genbench.runs.grid import real_data_row
+from genbench.metrics import scoring
+from genbench.runs import real
+from genbench.runs.real import real_data_row
 from genbench.utils.progress import Reporter
 from tests.conftest import tiny_experiment
 from tests.standin import standin_choice

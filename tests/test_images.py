@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from genbench.data import to_uint8
-from genbench.images import read_image_arrays, read_images, tile, tile_tensor
+from genbench.storage.images import read_image_arrays, read_images, tile, tile_tensor
 
 
 def _pil_reader(files: list) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from genbench import registry
 from genbench.config import DataConfig, TrainConfig
 from genbench.data import load_data
-from genbench.train.checkpoints import checkpoint_paths
+from genbench.storage.checkpoints import checkpoint_paths
 from genbench.train.loop import BatchOrder, train
 from genbench.utils.device import seed_everything
 from genbench.utils.errors import TrainingDiverged

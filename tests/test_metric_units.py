@@ -8,16 +8,16 @@ import torch
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from genbench import metric_registry as unit_registry
 from genbench.config import DataConfig, MetricsConfig
 from genbench.data import load_data
 from genbench.metrics import dinov2, scoring, units
-from genbench.metrics import registry as unit_registry
 from genbench.metrics.features import extract_features
 from genbench.metrics.fid import fid
 from genbench.metrics.kid import kid
 from genbench.metrics.protocol import fingerprint
 from genbench.metrics.settings import FidelitySettings
-from genbench.report import tables
+from genbench.report import columns as tables
 from tests.standin import STANDIN_B_NAME, standin_choice
 
 DATA = DataConfig(source="digits", resolution=16, split="random")
@@ -104,14 +104,16 @@ def test_genbench_list_shows_the_metric_units():
 def _score(images, bundle, **cfg):
     return scoring.score_images(
         images,
-        bundle=bundle,
-        data_cfg=DATA,
-        metrics_cfg=MetricsConfig(
-            classifier=False, memorization=False, per_class=False, bootstrap=0, **cfg
+        scoring.ScoringSetup(
+            bundle=bundle,
+            data_cfg=DATA,
+            metrics_cfg=MetricsConfig(
+                classifier=False, memorization=False, per_class=False, bootstrap=0, **cfg
+            ),
+            n_ref=60,
+            choice=standin_choice(),
+            device=CPU,
         ),
-        n_ref=60,
-        choice=standin_choice(),
-        device=CPU,
     )
 
 

@@ -14,10 +14,10 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 
 from genbench.config import DataConfig, ExperimentConfig, MetricsConfig, SampleConfig, TrainConfig
 from genbench.data import load_data
-from genbench.images import image_files, read_images
 from genbench.metrics import mark_comparable, protocol_differences, scoring
 from genbench.metrics.fid import fid_low_rank
 from genbench.metrics.fidelity import fidelity_from_features
+from genbench.storage.images import image_files, read_images
 from genbench.utils.files import save_png
 from tests.conftest import FAST_AUDIT
 from tests.standin import STANDIN_NAME, standin_choice
@@ -43,16 +43,15 @@ def _cfg(**kw) -> MetricsConfig:
 
 def _score(images, bundle, *, n_ref, **kw):
     cfg_kw = {k: kw.pop(k) for k in list(kw) if k in MetricsConfig.model_fields}
-    return scoring.score_images(
-        images,
+    setup = scoring.ScoringSetup(
         bundle=bundle,
         data_cfg=DATA,
         metrics_cfg=_cfg(**cfg_kw),
         n_ref=n_ref,
         choice=standin_choice(),
         device=CPU,
-        **kw,
     )
+    return scoring.score_images(images, setup, **kw)
 
 
 def _write_folder(folder: Path, images: torch.Tensor) -> Path:
@@ -259,7 +258,8 @@ def test_config_rejects_unknown_metric():
 
 
 def test_runner_writes_scores_protocol_and_real_row(tmp_path):
-    from genbench.runs.grid import real_data_row, run_experiment
+    from genbench.runs.grid import run_experiment
+    from genbench.runs.real import real_data_row
     from genbench.utils.progress import Reporter
 
     exp = ExperimentConfig(
@@ -338,14 +338,17 @@ def test_conditional_labels_come_from_the_manifest(bundle):
     }
     assert scoring.class_labels({**manifest, "condition": "none"}, 120) is None
     assert scoring.class_labels({**manifest, "labels": [0.5] * 120}, 120) is None  # mixtures
-    out = scoring.score_set(
-        images,
+    setup = scoring.ScoringSetup(
         bundle=bundle,
         data_cfg=exp.data,
         metrics_cfg=exp.metrics,
         n_ref=exp.sample.n,
         choice=standin_choice(),
         device=CPU,
+    )
+    out = scoring.score_set(
+        images,
+        setup,
         labels=scoring.class_labels(manifest, len(images)),
         sampling=manifest["sampler"],
     ).record

@@ -21,10 +21,10 @@ from genbench.cli import app
 from genbench.config import DataConfig
 from genbench.data import load_data
 from genbench.data.sources import decode_image
-from genbench.runs.folder import try_lock_run
 from genbench.runs.grid import run_experiment
 from genbench.runs.plan import plan
-from genbench.train.checkpoints import load_checkpoint
+from genbench.storage.checkpoints import load_checkpoint
+from genbench.storage.folder import try_lock_run
 from genbench.utils.errors import CheckpointError, DataError, PluginError
 from tests.conftest import tiny_experiment
 

@@ -9,8 +9,9 @@ of the folder module's file-name constants or a run-folder file name ("metrics.j
 "copies.png", ...), directly or through a variable assigned from one in the same function.
 
 Exceptions (docs/layout.md): ``genbench/utils/files.py`` holds the primitives themselves;
-``genbench/train/`` writes the training log, snapshots and checkpoints into the run folder
-it is handed (issue 21 is changing it; it is allowed as a whole).
+``genbench/train/`` writes the training log into the run folder it is handed, the rest of
+the storage layer (``genbench/storage/``) writes checkpoints and weights, and
+``genbench/runs/snapshots.py`` writes the snapshots taken during training.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER_MODULE = "genbench/runs/folder.py"
-ALLOWED = {FOLDER_MODULE, "genbench/utils/files.py"}
-ALLOWED_TREES = ("genbench/train/",)
+FOLDER_MODULE = "genbench/storage/folder.py"
+ALLOWED = {FOLDER_MODULE, "genbench/utils/files.py", "genbench/runs/snapshots.py"}
+ALLOWED_TREES = ("genbench/train/", "genbench/storage/")
 
 #: Functions that write (or copy onto, or delete) the path at this argument position.
 WRITERS = {

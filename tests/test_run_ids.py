@@ -14,7 +14,7 @@ from __future__ import annotations
 from genbench import registry
 from genbench.config import build_run_config, load_experiment, resolve_model_config
 from genbench.metrics.inception import ExtractorChoice
-from genbench.metrics.real import real_data_run_id
+from genbench.runs.real import real_data_run_id
 from genbench.utils.naming import run_id
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from genbench.runs.folder import (
+from genbench.storage.folder import (
     RunFolder,
     last_logged,
     put_snapshot,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genbench.runs.folder import TENSORBOARD, WANDB_ID
-from genbench.trackers import (
+from genbench.storage.folder import TENSORBOARD, WANDB_ID
+from genbench.train.trackers import (
     Tracker,
     Trackers,
     loggable_scores,
@@ -338,7 +338,7 @@ def test_bad_loggers_are_one_line_config_errors(value, message):
 def test_trackers_checkpoint_format_and_cpu_batching_stay_out_of_the_run_id_and_training_key():
     import hashlib
 
-    from genbench.runs.folder import train_key
+    from genbench.storage.folder import train_key
     from genbench_baselines.dcgan import DCGAN
 
     plain = run_config()
@@ -439,7 +439,7 @@ def test_runs_log_to_tensorboard_and_wandb_and_a_shared_training_is_replayed(
 def test_wandb_resume_continues_the_same_run_and_a_fresh_start_begins_a_new_one(
     tmp_path, wandb_offline
 ):
-    from genbench.runs.folder import RunFolder
+    from genbench.storage.folder import RunFolder
 
     def attempt(resume_step):
         t = open_trackers(

@@ -1,45 +1,11 @@
 """The genbench command line: thin commands over library functions.
 
 The commands live in :mod:`~genbench.cli.run`, :mod:`~genbench.cli.catalog`,
-:mod:`~genbench.cli.results` and :mod:`~genbench.cli.measure`; they are registered here, in
-the order ``genbench --help`` lists them.
+:mod:`~genbench.cli.results` and :mod:`~genbench.cli.measure`; they are registered in
+:mod:`~genbench.cli.main`, in the order ``genbench --help`` lists them.
 """
 
-from __future__ import annotations
-
-import signal
-import sys
-from typing import Any
-
-from genbench.cli import catalog, measure, results, run
 from genbench.cli.app import app
-
-app.command()(run.run)
-app.command("list")(catalog.list_)
-app.add_typer(catalog.config_app, name="config")
-app.command()(catalog.init)
-app.command()(results.sample)
-app.command()(results.report)
-app.command()(measure.score)
-app.command()(measure.doctor)
-app.command()(measure.bench)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # Schedulers stop jobs with SIGTERM: unwind like Ctrl-C so the run is marked interrupted.
-    raise KeyboardInterrupt
-
-
-def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        app()
-    except BrokenPipeError:  # `genbench list | head`
-        sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()
-
+from genbench.cli.main import main
 
 __all__ = ["app", "main"]

@@ -51,7 +51,7 @@ def sample(
     device: Annotated[str, typer.Option("--device")] = "auto",
 ) -> None:
     """Render a grid of samples from a trained run (per class, class mixes, attribute strips)."""
-    from genbench.images import render_grid
+    from genbench.runs.trained import render_grid
 
     rows = per_class or bool(mix) or interpolate is not None
     path = render_grid(

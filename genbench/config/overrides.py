@@ -5,7 +5,7 @@ resolve to."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomllib
 from pydantic import (
@@ -19,8 +19,10 @@ from genbench.config.files import (
     read_experiment,
 )
 from genbench.config.schema import SECTIONS, ExperimentConfig, RunConfig
-from genbench.contract import GeneratorConfig
 from genbench.utils.errors import ConfigError
+
+if TYPE_CHECKING:  # only a type here: config loads without torch
+    from genbench.contract import GeneratorConfig
 
 
 # -- --set overrides --------------------------------------------------------

@@ -325,7 +325,7 @@ class MetricsConfig(_Strict):
     @classmethod
     def _names(cls, v: list[str], info: ValidationInfo) -> list[str]:
         # Imported here: importing the metrics package runs its __init__ (scoring).
-        import genbench.metrics.registry as registry
+        import genbench.metric_registry as registry
 
         snap = info.field_name == "snapshot_names"
         known = registry.snapshot_nameable() if snap else registry.nameable()

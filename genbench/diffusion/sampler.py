@@ -23,6 +23,7 @@ SamplerName = BuiltinSamplerName | DiffusersSamplerName
 EpsFn = Callable[[torch.Tensor, int | float], torch.Tensor]
 
 
+# params: the sampler's settings, each a field of the diffusion models' configs
 @torch.no_grad()
 def run_sampler(
     eps_fn: EpsFn,

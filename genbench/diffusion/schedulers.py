@@ -149,6 +149,7 @@ def _model_time(t: torch.Tensor) -> int | float:
     return round(v) if abs(v - round(v)) < 1e-4 else v
 
 
+# params: run_sampler's settings, passed on to a diffusers scheduler
 @torch.no_grad()
 def run_diffusers_sampler(
     eps_fn: Any,

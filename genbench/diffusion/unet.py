@@ -204,6 +204,7 @@ class UNet(nn.Module):
     """
 
     # 74 lines: the layers are built in the order the forward pass runs them.
+    # params: the network's hyperparameters, each a field of the UNet models' configs
     def __init__(
         self,
         *,

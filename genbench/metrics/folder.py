@@ -10,9 +10,9 @@ import torch
 
 import genbench.metrics.scoring as scoring
 from genbench.config import DataConfig, MetricsConfig
-from genbench.images import image_files, read_images
 from genbench.metrics.inception import ExtractorChoice
-from genbench.metrics.scoring import class_labels, score_images
+from genbench.metrics.scoring import ScoringSetup, class_labels, score_images
+from genbench.storage.images import image_files, read_images
 from genbench.utils.device import resolve_device
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import read_json
@@ -48,8 +48,7 @@ def score_folder(
     manifest_path = Path(images_dir) / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.exists() else {}
     labels = class_labels(manifest, n) if bundle.spec.condition == "classes" else None
-    return score_images(
-        images,
+    setup = ScoringSetup(
         bundle=bundle,
         data_cfg=data_cfg,
         metrics_cfg=metrics_cfg,
@@ -57,6 +56,10 @@ def score_folder(
         choice=choice or scoring.extractor_for(metrics_cfg, inception_weights=inception_weights),
         device=resolve_device(device),
         reporter=reporter,
+    )
+    return score_images(
+        images,
+        setup,
         labels=labels,
         sampling=manifest.get("sampler") if isinstance(manifest.get("sampler"), dict) else None,
         out_dir=out_dir,

@@ -1,6 +1,6 @@
 """Scoring a set of images against the held-out split of the data, under one
 recorded protocol: the core every caller goes through (a run's samples, the real-data
-row in :mod:`genbench.metrics.real`, a folder of images in :mod:`genbench.metrics.folder`,
+row in :mod:`genbench.runs.real`, a folder of images in :mod:`genbench.metrics.folder`,
 snapshots during training), and the cut of the held-out split it scores against."""
 
 from __future__ import annotations
@@ -151,16 +151,26 @@ class ScoredSet:
     files: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class ScoringSetup:
+    """What every set scored in one context shares: the data scored against (``bundle``,
+    ``data_cfg``), what to compute and how (``metrics_cfg``: the units, the reference, the
+    bootstrap, the audit's settings), the reference size ``n_ref``, the extractor, the
+    device and where progress goes."""
+
+    bundle: DataBundle
+    data_cfg: DataConfig
+    metrics_cfg: MetricsConfig
+    n_ref: int
+    choice: ExtractorChoice
+    device: torch.device
+    reporter: Reporter | None = None
+
+
 def score_images(
     images: torch.Tensor,
+    setup: ScoringSetup,
     *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
-    n_ref: int,
-    choice: ExtractorChoice,
-    device: torch.device,
-    reporter: Reporter | None = None,
     labels: torch.Tensor | None = None,
     sampling: dict[str, Any] | None = None,
     out_dir: Path | None = None,
@@ -168,27 +178,24 @@ def score_images(
     features: dict[str, torch.Tensor] | None = None,
     heldout_positions: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Score uint8 images against a seeded subset of ``n_ref`` held-out images.
+    """Score uint8 images against a seeded subset of ``setup.n_ref`` held-out images.
 
-    Runs every metric unit ``metrics_cfg`` selects (:mod:`genbench.metrics.units`) over
-    features extracted once per feature space. Returns ``scores`` (fid, kid {mean, std},
-    precision, recall, f_score, isc {mean, std}, per-class means, class consistency, the
-    copy rate, DINOv2 scores, as selected; a score that cannot be computed is None with its
-    reason in ``scores_unavailable``), ``protocol`` (with its ``fingerprint``), the units'
-    blocks (``per_class``, ``class_consistency``, ``copies``, ``bootstrap``) and
-    ``warnings``. ``features``: the images' Inception features when already known (gathered
-    from several ranks; generated features are never cached). ``out_dir`` receives the
-    units' files (copies.json, copies.png, bootstrap.json); :func:`score_set` returns them.
+    Runs every metric unit ``setup.metrics_cfg`` selects (:mod:`genbench.metrics.units`)
+    over features extracted once per feature space. Returns ``scores`` (fid, kid {mean,
+    std}, precision, recall, f_score, isc {mean, std}, per-class means, class consistency,
+    the copy rate, DINOv2 scores, as selected; a score that cannot be computed is None with
+    its reason in ``scores_unavailable``), ``protocol`` (with its ``fingerprint``), the
+    units' blocks (``per_class``, ``class_consistency``, ``copies``, ``bootstrap``) and
+    ``warnings``. ``labels``: the intended classes of a conditional set; ``sampling``: the
+    sampler and NFE for the protocol; ``features``: the images' Inception features when
+    already known (gathered from several ranks; generated features are never cached);
+    ``heldout_positions``: held-out images that are the set itself (the real-data row), which
+    the audit must not match to themselves. ``out_dir`` receives the units' files
+    (copies.json, copies.png, bootstrap.json); :func:`score_set` returns them.
     """
     scored = score_set(
         images,
-        bundle=bundle,
-        data_cfg=data_cfg,
-        metrics_cfg=metrics_cfg,
-        n_ref=n_ref,
-        choice=choice,
-        device=device,
-        reporter=reporter,
+        setup,
         labels=labels,
         sampling=sampling,
         keep_files=out_dir is not None,
@@ -203,14 +210,8 @@ def score_images(
 
 def score_set(
     images: torch.Tensor,
+    setup: ScoringSetup,
     *,
-    bundle: DataBundle,
-    data_cfg: DataConfig,
-    metrics_cfg: MetricsConfig,
-    n_ref: int,
-    choice: ExtractorChoice,
-    device: torch.device,
-    reporter: Reporter | None = None,
     labels: torch.Tensor | None = None,
     sampling: dict[str, Any] | None = None,
     keep_files: bool = False,
@@ -220,9 +221,15 @@ def score_set(
 ) -> ScoredSet:
     """:func:`score_images`, writing nothing: the units' files come back in memory
     (``keep_files``) for the caller to write."""
-    reporter = reporter or Reporter()
+    bundle, metrics_cfg, choice = setup.bundle, setup.metrics_cfg, setup.choice
+    reporter = setup.reporter or Reporter()
     job = _prepare(
-        images, bundle=bundle, metrics_cfg=metrics_cfg, n_ref=n_ref, reporter=reporter, label=label
+        images,
+        bundle=bundle,
+        metrics_cfg=metrics_cfg,
+        n_ref=setup.n_ref,
+        reporter=reporter,
+        label=label,
     )
     x = units.UnitInputs(
         images=job.native,
@@ -232,10 +239,10 @@ def score_set(
         extractors={"inception": choice},
         parts=job.parts,
         bundle=bundle,
-        data_cfg=data_cfg,
+        data_cfg=setup.data_cfg,
         metrics_cfg=metrics_cfg,
         settings=settings_from(metrics_cfg),
-        device=device,
+        device=setup.device,
         keep_files=keep_files,
         heldout_positions=heldout_positions,
     )

@@ -1,5 +1,5 @@
 """Metrics and audits as registered units: the inputs every unit reads
-(:class:`UnitInputs`), and the registry (:mod:`genbench.metrics.registry`) re-exported.
+(:class:`UnitInputs`), and the registry (:mod:`genbench.metric_registry`) re-exported.
 
 A unit is one function over what a scoring call computes once: the samples' and the
 reference's features in each feature space, the sample images, their intended labels
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genbench.metrics.registry import (
+from genbench.metric_registry import (
     SPACES,
     Column,
     MetricChoice,

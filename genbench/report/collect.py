@@ -77,7 +77,7 @@ class RunRecord:
         return [r for r in data if isinstance(r, dict) and "scale" in r]
 
 
-#: A real-data row's folder name: ``<experiment>-real-n<N>-<digest>`` (genbench.metrics.real).
+#: A real-data row's folder name: ``<experiment>-real-n<N>-<digest>`` (genbench.runs.real).
 _REAL_ID = re.compile(rf"(.+)-real-n\d+-[0-9a-f]{{{RUN_ID_DIGITS}}}")
 
 

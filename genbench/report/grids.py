@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from genbench.images import read_image_arrays, tile
 from genbench.report.collect import RunRecord
 from genbench.report.plots import slug
 from genbench.report.stats import Summary
+from genbench.storage.images import read_image_arrays, tile
 from genbench.utils.files import read_json
 
 #: Images in a model's grid, and per class in a per-class grid.

@@ -18,16 +18,9 @@ import pandas as pd
 
 import genbench.report.training_plots as training_plots
 from genbench.report.collect import RunRecord
+from genbench.report.columns import COLUMN, QUALITY, is_true, model_label
 from genbench.report.figures import Figure, colors_for, log_x, new_figure, num, save_figure
-from genbench.report.tables import (
-    COLUMN,
-    QUALITY,
-    Group,
-    Summary,
-    is_true,
-    model_label,
-    primary_metric,
-)
+from genbench.report.stats import Group, Summary, primary_metric
 from genbench.utils.naming import slug
 
 

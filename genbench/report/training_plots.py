@@ -10,7 +10,7 @@ from typing import Any
 from genbench.report.collect import RunRecord, flatten_scores
 from genbench.report.columns import COLUMN, GUIDANCE
 from genbench.report.figures import colors_for, new_figure, num
-from genbench.runs.folder import LOG_BOOKKEEPING
+from genbench.storage.folder import LOG_BOOKKEEPING
 from genbench.utils.naming import slug
 
 

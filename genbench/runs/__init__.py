@@ -3,15 +3,15 @@
 - :mod:`~genbench.runs.plan`: the one planner (experiment, sweep, ``--device``,
   ``--shard`` -> ``list[PlannedRun]``);
 - :mod:`~genbench.runs.grid`: the skip, lock and failure policy around each run, one
-  options object (``RunOptions``), the real-data row;
+  options object (``RunOptions``);
 - :mod:`~genbench.runs.preflight`: what scoring will need, checked before any training;
 - :mod:`~genbench.runs.steps`: the named steps of one run (prepare, train or reuse,
   sample, score, record);
-- :mod:`~genbench.runs.folder`: the run folder, the only writer of run folders;
+- :mod:`~genbench.runs.real`: the real-data row, its scoring and its folder;
+- :mod:`~genbench.runs.snapshots`: samples scored during training (the curves);
 - :mod:`~genbench.runs.pretrained` and :mod:`~genbench.runs.samples`: weights trained
-  elsewhere, and the fixed sample set.
+  elsewhere, and the fixed sample set;
+- :mod:`~genbench.runs.trained`: ``genbench sample``'s grids from a finished run.
 
-The package imports nothing itself: genbench/train/ imports the run folder (through
-``genbench.runs.folder``) while the steps import the training loop, so an ``__init__`` that
-imported the steps would make that a cycle at import time.
+The run folder they write is :mod:`genbench.storage.folder`, a layer below.
 """

@@ -16,10 +16,11 @@ import torch
 
 from genbench.config import ExperimentConfig
 from genbench.data import DataBundle, load_data
-from genbench.runs.folder import RunFolder, set_status, try_lock_run
 from genbench.runs.plan import PlannedRun, plan_grid, with_device
 from genbench.runs.preflight import check_specs, preflight
-from genbench.runs.steps import audit_metrics, execute_run
+from genbench.runs.real import real_data_row
+from genbench.runs.steps import execute_run
+from genbench.storage.folder import RunFolder, set_status, try_lock_run
 from genbench.utils.device import configure_backend, resolve_device
 from genbench.utils.distributed import DistInfo, broadcast_object, from_env, shutdown
 from genbench.utils.errors import GenbenchError, one_line
@@ -129,6 +130,7 @@ def run_point(
     return outcomes
 
 
+# params: api.run's options, for one experiment
 def run_experiment(
     experiment: ExperimentConfig,
     *,
@@ -239,7 +241,7 @@ def _split_done(
     return todo, skipped
 
 
-# -- the data and the real-data row -----------------------------------------------------
+# -- the data ---------------------------------------------------------------------------
 def _load_data(experiment: ExperimentConfig, reporter: Reporter) -> DataBundle:
     with reporter.phase("loading data", total=None):
         bundle = load_data(experiment.data)
@@ -252,55 +254,9 @@ def _load_data(experiment: ExperimentConfig, reporter: Reporter) -> DataBundle:
     return bundle
 
 
-def real_data_row(
-    bundle: DataBundle,
-    experiment: ExperimentConfig,
-    results_dir: Path,
-    reporter: Reporter,
-    *,
-    device: torch.device,
-    choice: ExtractorChoice,
-) -> Path | None:
-    """The real-data row (held-out images, scored like a sample set): the floor every
-    model is read against. A folder already done is left alone; one the held-out split
-    cannot fill is marked skipped, with why; a failure is marked failed and reported, and
-    never stops the models' runs. Returns the folder (None when skipped or failed)."""
-    from genbench.metrics.real import real_data_run_id, real_row_shortfall, score_real_data
-
-    folder = RunFolder(results_dir / real_data_run_id(experiment, choice))
-    who = {"model": "real", "experiment": experiment.name}  # a row even without metrics.json
-    try:
-        if folder.is_done():
-            reporter.info(f"{folder.name}: already done, skipped")
-            return folder.path
-        if why := real_row_shortfall(bundle, experiment):
-            folder.set_status("skipped", error=why, **who)
-            reporter.warn(f"real-data row skipped: {why}")
-            return None
-        folder.set_status("running", **who)
-        # Scored under the results folder's copy-descriptor seed, as the runs are.
-        scoring_cfg = experiment.model_copy(
-            update={"metrics": audit_metrics(experiment.metrics, results_dir)}
-        )
-        scored = score_real_data(
-            bundle, scoring_cfg, choice=choice, device=device, run_id=folder.name, reporter=reporter
-        )
-        folder.write_files(scored.files)
-        folder.write_metrics(scored.record)
-        return folder.path
-    except KeyboardInterrupt:
-        folder.set_status("interrupted", error="interrupted by the user", **who)
-        raise
-    except Exception as exc:  # the floor row failing must not stop the models' runs
-        folder.set_status("failed", error=one_line(exc), traceback=traceback.format_exc(), **who)
-        reporter.error(f"real-data row failed: {one_line(exc)}")
-        return None
-
-
 __all__ = [
     "RunOptions",
     "RunOutcome",
-    "real_data_row",
     "run_experiment",
     "run_grid",
     "run_point",

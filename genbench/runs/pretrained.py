@@ -25,7 +25,7 @@ import torch
 
 from genbench.config import RunConfig, read_run_config
 from genbench.contract import DataSpec, Generator, GeneratorConfig
-from genbench.train.checkpoints import latest_checkpoint, restore
+from genbench.storage.checkpoints import latest_checkpoint, restore
 from genbench.utils.errors import ConfigError, GenbenchError, first_line
 
 NOTE = "pretrained: not trained under this protocol"

@@ -1,5 +1,5 @@
 """The fixed sample set: N images per run, reproducible from the seed (the run folder
-saves it: :func:`genbench.runs.folder.write_sample_set`)."""
+saves it: :func:`genbench.storage.folder.write_sample_set`)."""
 
 from __future__ import annotations
 

@@ -27,20 +27,20 @@ from genbench._version import __version__
 from genbench.config import MetricsConfig, RunConfig, run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
-from genbench.runs.folder import (
+from genbench.runs.pretrained import load_pretrained, train_record
+from genbench.runs.samples import assemble, generate, plan_labels
+from genbench.runs.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
+from genbench.storage.checkpoints import checkpoint_step, latest_checkpoint, restore
+from genbench.storage.folder import (
     RunFolder,
     audit_seed,
     copy_training,
     find_trained_twin,
     train_key,
 )
-from genbench.runs.pretrained import load_pretrained, train_record
-from genbench.runs.samples import assemble, generate, plan_labels
-from genbench.trackers import Trackers, open_trackers
-from genbench.train.checkpoints import checkpoint_step, latest_checkpoint, restore
 from genbench.train.duties import Track
 from genbench.train.loop import TrainResult, train
-from genbench.train.snapshots import add_snapshot_flops, snapshot_steps, snapshotter
+from genbench.train.trackers import Trackers, open_trackers
 from genbench.utils.device import precision_record, resolve_device, seed_everything
 from genbench.utils.distributed import (
     SINGLE,
@@ -386,7 +386,7 @@ def score(
 ) -> ScoredSet:
     """Scores of the sample set, the images the PNGs in samples/ hold (metrics.json's
     scoring sections, and the units' files for the run folder)."""
-    from genbench.metrics.scoring import class_labels, score_set
+    from genbench.metrics.scoring import ScoringSetup, class_labels, score_set
 
     cfg = run.config
     run.folder.set_status("running", phase="score")
@@ -394,8 +394,7 @@ def score(
     images = samples.images
     if features is not None and any(len(v) != len(images) for v in features.values()):
         raise GenbenchError(f"{run.folder.name}: features do not match the {len(images)} samples")
-    scored = score_set(
-        images,
+    setup = ScoringSetup(
         bundle=run.bundle,
         data_cfg=cfg.data,
         metrics_cfg=audit_metrics(cfg.metrics, run.folder.path.parent),
@@ -403,6 +402,10 @@ def score(
         choice=extractor(run),
         device=resolve_device(cfg.train.device),
         reporter=run.reporter,
+    )
+    scored = score_set(
+        images,
+        setup,
         labels=class_labels(manifest, len(images)),
         sampling=sampling,
         keep_files=True,

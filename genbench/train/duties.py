@@ -21,7 +21,7 @@ import torch
 from genbench.config import TrainConfig
 from genbench.contract import Generator
 from genbench.data import ImageSet
-from genbench.train.checkpoints import save_checkpoint
+from genbench.storage.checkpoints import save_checkpoint
 from genbench.utils.device import autocast, rng_state, set_rng_state
 from genbench.utils.files import append_jsonl
 

@@ -4,7 +4,7 @@ It never names a model: data order, budget (kimg), wall-clock limit, seeds,
 FLOP counting and divergence checks are the same for all. The step body is
 ``_step``; what happens between steps (evaluation, logs, progress, snapshots,
 checkpoints) are duties in :mod:`genbench.train.duties`; checkpoint files are
-:mod:`genbench.train.checkpoints`.
+:mod:`genbench.storage.checkpoints`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from genbench.config import TrainConfig
 from genbench.contract import Generator
 from genbench.data import ImageSet
-from genbench.runs.folder import TRAIN_LOG, last_logged, truncate_log
-from genbench.train.checkpoints import latest_checkpoint, restore, save_checkpoint
+from genbench.storage.checkpoints import latest_checkpoint, restore, save_checkpoint
+from genbench.storage.folder import TRAIN_LOG, last_logged, truncate_log
 from genbench.train.duties import Checkpoint, Duty, Evaluate, Log, LoopState, Progress, Snapshot
 from genbench.utils.device import autocast, rng_state, set_rng_state, train_channels_last
 from genbench.utils.distributed import (
@@ -132,6 +132,7 @@ def measure_flops(
 
 
 # -- the loop -------------------------------------------------------------------
+# params: the loop's inputs and its optional hooks (on_step, snapshots, duties)
 def train(
     model: Generator,
     data: ImageSet,
@@ -242,6 +243,7 @@ def _use_channels_last(model: Generator, cfg: TrainConfig) -> bool:
     return True
 
 
+# params: train's arguments that the built-in duties read, passed on
 def _standard_duties(
     model: Generator,
     cfg: TrainConfig,

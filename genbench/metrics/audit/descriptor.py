@@ -193,7 +193,7 @@ def train_descriptor(
 def drawn_seed() -> int:
     """The descriptor's seed where none is given: drawn once and kept in the cache
     (``$GENBENCH_CACHE/copies/descriptor-seed.json``), so it is not a constant a plugin
-    can reproduce. A run's seed is its results folder's (see genbench/runs/folder.py)."""
+    can reproduce. A run's seed is its results folder's (see genbench/storage/folder.py)."""
     path = cache_root() / "copies" / "descriptor-seed.json"
     try:
         return int(json.loads(path.read_text())["seed"])

@@ -148,6 +148,7 @@ def _region_corr(q: torch.Tensor, t: torch.Tensor, name: str) -> torch.Tensor:
     return (_unit(_region(q, name))[:, None] * _unit(_region(t, name))).sum(-1)
 
 
+# params: the search's sizes, each with a default the detection tests were measured at
 def match_mixes(
     queries: torch.Tensor,
     pool_images: torch.Tensor,

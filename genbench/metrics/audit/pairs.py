@@ -50,7 +50,7 @@ def pair_files(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The closest pairs shown (copies first) and the files: copies.json (every sample's
     best match) and copies.png (the shown pairs tiled: sample | pool image)."""
-    from genbench.images import tile_tensor
+    from genbench.storage.images import tile_tensor
 
     flags = cal.flags(gen)
     order = sorted(

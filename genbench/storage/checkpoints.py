@@ -8,7 +8,7 @@ Two formats (``train.checkpoint_format``); loading reads either, whatever the co
 
 - ``torch``: everything in the one ``.pt`` file;
 - ``safetensors``: the network weights in ``step-NNNNNNNNN.safetensors``
-  (:mod:`genbench.train.weights`), the rest (optimizer and RNG state, counters: not a flat
+  (:mod:`genbench.storage.weights`), the rest (optimizer and RNG state, counters: not a flat
   set of tensors, so it needs a container) in the ``.pt``, which names its weights file and
   a token that pairs the two. The weights file is written first, so a checkpoint whose
   ``.pt`` exists is complete.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from genbench.contract import Generator
-from genbench.train.weights import (
+from genbench.storage.weights import (
     WEIGHTS_SUFFIX,
     load_weights,
     merge_tensors,

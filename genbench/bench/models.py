@@ -7,7 +7,7 @@ network evaluations per image (NFE) of each sampler a model lists in
 ``Generator.sampler_variants`` (for the DDPM baselines: the full ancestral chain,
 T steps, and their DDIM setting).
 
-Scoring (:mod:`genbench.bench_scoring`): Inception's images/s in fp32 and bf16 side by
+Scoring (:mod:`genbench.bench.scoring`): Inception's images/s in fp32 and bf16 side by
 side, fp32 as a fraction of the fp32 matmul's GFLOP/s; genbench's path (load PNGs,
 Inception features, FID/KID/PR from the features) next to a direct
 ``torch_fidelity.calculate_metrics`` call on the same two folders with the same extractor,
@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from genbench import registry
-from genbench.bench_scoring import bench_inception, bench_scoring
+from genbench.bench.scoring import bench_inception, bench_scoring
 from genbench.config import ExperimentConfig, resolve_model_config
-from genbench.contract import DataSpec, Generator, GeneratorConfig
+from genbench.contract import DataSpec, Generator
 from genbench.data import ImageSet
+from genbench.report.collect import collect_runs
 from genbench.train.loop import measure_flops
 from genbench.utils.device import (
     autocast,
@@ -97,6 +98,7 @@ def _spec(
     )
 
 
+# params: `genbench bench`'s options for one model, one keyword each
 def bench_model(
     name: str,
     *,
@@ -152,9 +154,7 @@ def bench_model(
         "train_images_per_s": train[default]["images_per_s"],
         "train_step_gflop": round(flops / 1e9, 3) if flops else None,
         "train_gflops_per_s": train[default]["gflops_per_s"],
-        "sampling": _time_sampling(
-            model, cls, cfg, spec, data, precs, n=sample_n, labels=labels, device=device, seed=seed
-        ),
+        "sampling": _time_sampling(model, data, precs, n=sample_n, labels=labels, seed=seed),
     }
 
 
@@ -204,19 +204,16 @@ def _time_training(
 
 def _time_sampling(
     model: Generator,
-    cls: type[Generator],
-    cfg: GeneratorConfig,
-    spec: DataSpec,
     data: ImageSet,
     precs: list[str],
     *,
     n: int,
     labels: torch.Tensor | None,
-    device: torch.device,
     seed: int,
 ) -> list[dict[str, Any]]:
     """Sampling images/s per sampler variant and precision. A model with a ``sample_bf16``
     switch (the diffusion baselines) gets it set to match; any other samples under autocast."""
+    cls, cfg, spec, device = type(model), model.config, model.spec, model.device
     state = model.state_dict()
     has_switch = "sample_bf16" in type(cfg).model_fields
     with torch.no_grad():  # warm-up (kernels, allocator) with the model's own sampler
@@ -248,8 +245,6 @@ def _time_sampling(
 def phase_times(results_dir: Path) -> list[dict[str, Any]]:
     """Wall seconds by phase (train, sample, score) of every run folder under ``results_dir``."""
     import pandas as pd
-
-    from genbench.report.collect import collect_runs
 
     df = collect_runs(results_dir)
     rows = []
@@ -283,7 +278,7 @@ def benchmark(
 
     ``kwargs`` go to :func:`bench_model` (resolution, channels, batch_size,
     train_steps, sample_n, ...). ``inception_n`` > 0 adds
-    :func:`~genbench.bench_scoring.bench_inception` (fp32 and bf16 Inception on that many
+    :func:`~genbench.bench.scoring.bench_inception` (fp32 and bf16 Inception on that many
     images, against the fp32 matmul's peak); ``score_n`` > 0 adds :func:`bench_scoring`
     with that many images per side; ``results_dir`` adds :func:`phase_times`. Returns
     ``{"environment", "matmul", "matmul_fp32", "models"[, "inception"][, "scoring"][, "phases"]}``.
@@ -323,13 +318,3 @@ def benchmark(
     if results_dir is not None:
         out["phases"] = phase_times(results_dir)
     return out
-
-
-__all__ = [
-    "bench_inception",
-    "bench_model",
-    "bench_scoring",
-    "benchmark",
-    "matmul_gflops",
-    "phase_times",
-]

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genbench.train.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
+from genbench.storage.checkpoints import CHECKPOINT_DIR, checkpoint_files, latest_checkpoint
 from genbench.utils.files import (
     atomic_write,
     read_json,

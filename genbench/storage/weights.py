@@ -1,5 +1,5 @@
 """Network weights as safetensors: the format the diffusers / Hugging Face ecosystem exchanges
-(``train.checkpoint_format = "safetensors"``; see :mod:`genbench.train.checkpoints`).
+(``train.checkpoint_format = "safetensors"``; see :mod:`genbench.storage.checkpoints`).
 
 One file holds every module of a generator, keyed ``<module>.<state-dict key>``
 (``G.main.0.weight``), so ``safetensors.torch.load_file`` plus a prefix filter gives any

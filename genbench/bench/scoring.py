@@ -109,10 +109,10 @@ def bench_scoring(
     the ``genbench_*`` figures are for it.
     """
     from genbench.config import MetricsConfig
-    from genbench.images import image_files, read_images
     from genbench.metrics.features import extract_features
     from genbench.metrics.fidelity import FidelitySettings, fidelity_from_features
     from genbench.metrics.scoring import extractor_for
+    from genbench.storage.images import image_files, read_images
     from genbench.utils.files import save_png
 
     choice = extractor_for(MetricsConfig())
@@ -200,6 +200,3 @@ def _scoring_summary(
         "fid_genbench": ours[default][1],
         "fid_torch_fidelity": direct["frechet_inception_distance"],
     }
-
-
-__all__ = ["bench_inception", "bench_scoring", "inception_gflop_per_image"]

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from genbench.images import tile_tensor
-from genbench.runs.folder import TENSORBOARD, read_wandb_id, write_wandb_id
+from genbench.storage.folder import TENSORBOARD, read_wandb_id, write_wandb_id
+from genbench.storage.images import tile_tensor
 from genbench.utils.errors import one_line
 
 TRACKERS = ("jsonl", "tensorboard", "wandb")

@@ -1,10 +1,14 @@
 """The real-data row: N held-out images, disjoint from the reference and from the copy
 audit's calibration images, scored like a sample set against the same reference (and
-audited like one): the floor every model is read against."""
+audited like one): the floor every model is read against. Its folder name, whether the
+held-out split can fill it, its scoring, and its run folder (status, skip and failure
+policy) all live here."""
 
 from __future__ import annotations
 
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +19,10 @@ from genbench.metrics.cache import sha256_tensor
 from genbench.metrics.features import cached_features
 from genbench.metrics.inception import ExtractorChoice
 from genbench.metrics.protocol import SUBSET_SEED, split_description
-from genbench.metrics.scoring import ScoredSet, score_set, scoring_parts
+from genbench.metrics.scoring import ScoredSet, ScoringSetup, score_set, scoring_parts
+from genbench.runs.steps import audit_metrics
+from genbench.storage.folder import RunFolder
+from genbench.utils.errors import one_line
 from genbench.utils.naming import run_id
 from genbench.utils.progress import Reporter
 
@@ -99,9 +106,7 @@ def score_real_data(
             on_batch=lambda m: tick(advance=m),
             precision=cfg.metrics.precision,
         )
-    scored = score_set(
-        real.images,
-        features=feats,
+    setup = ScoringSetup(
         bundle=bundle,
         data_cfg=cfg.data,
         metrics_cfg=cfg.metrics,
@@ -109,6 +114,11 @@ def score_real_data(
         choice=choice,
         device=device,
         reporter=reporter,
+    )
+    scored = score_set(
+        real.images,
+        setup,
+        features=feats,
         labels=real.labels if bundle.spec.condition == "classes" else None,
         sampling={"sampler": "real-data", "nfe": 0},
         keep_files=True,
@@ -139,3 +149,47 @@ def _real_metrics(
         },
         **res,
     }
+
+
+# -- its run folder -------------------------------------------------------------------
+def real_data_row(
+    bundle: DataBundle,
+    experiment: ExperimentConfig,
+    results_dir: Path,
+    reporter: Reporter,
+    *,
+    device: torch.device,
+    choice: ExtractorChoice,
+) -> Path | None:
+    """The real-data row (held-out images, scored like a sample set): the floor every
+    model is read against. A folder already done is left alone; one the held-out split
+    cannot fill is marked skipped, with why; a failure is marked failed and reported, and
+    never stops the models' runs. Returns the folder (None when skipped or failed)."""
+    folder = RunFolder(results_dir / real_data_run_id(experiment, choice))
+    who = {"model": "real", "experiment": experiment.name}  # a row even without metrics.json
+    try:
+        if folder.is_done():
+            reporter.info(f"{folder.name}: already done, skipped")
+            return folder.path
+        if why := real_row_shortfall(bundle, experiment):
+            folder.set_status("skipped", error=why, **who)
+            reporter.warn(f"real-data row skipped: {why}")
+            return None
+        folder.set_status("running", **who)
+        # Scored under the results folder's copy-descriptor seed, as the runs are.
+        scoring_cfg = experiment.model_copy(
+            update={"metrics": audit_metrics(experiment.metrics, results_dir)}
+        )
+        scored = score_real_data(
+            bundle, scoring_cfg, choice=choice, device=device, run_id=folder.name, reporter=reporter
+        )
+        folder.write_files(scored.files)
+        folder.write_metrics(scored.record)
+        return folder.path
+    except KeyboardInterrupt:
+        folder.set_status("interrupted", error="interrupted by the user", **who)
+        raise
+    except Exception as exc:  # the floor row failing must not stop the models' runs
+        folder.set_status("failed", error=one_line(exc), traceback=traceback.format_exc(), **who)
+        reporter.error(f"real-data row failed: {one_line(exc)}")
+        return None

@@ -14,9 +14,9 @@ from genbench.config import RunConfig
 from genbench.contract import Generator
 from genbench.data import DataBundle
 from genbench.metrics.inception import ExtractorChoice
-from genbench.runs.folder import SNAPSHOTS, put_snapshot, snapshot_folder, write_sample_set
 from genbench.runs.samples import assemble, generate, plan_labels
-from genbench.trackers import Trackers
+from genbench.storage.folder import SNAPSHOTS, put_snapshot, snapshot_folder, write_sample_set
+from genbench.train.trackers import Trackers
 from genbench.utils.files import read_jsonl, write_jsonl
 
 
@@ -68,12 +68,14 @@ def snapshotter(
         write_sample_set(folder, images, {**manifest, "labels": _as_list(labels)})
         scored = scoring.score_images(
             images,
-            bundle=bundle,
-            data_cfg=cfg.data,
-            metrics_cfg=mcfg,
-            n_ref=n_ref,
-            choice=choice or scoring.extractor_for(mcfg),
-            device=device,
+            scoring.ScoringSetup(
+                bundle=bundle,
+                data_cfg=cfg.data,
+                metrics_cfg=mcfg,
+                n_ref=n_ref,
+                choice=choice or scoring.extractor_for(mcfg),
+                device=device,
+            ),
             label=f"snapshot {images_seen / 1000:g} kimg",
             out_dir=folder,  # bootstrap.json, beside the images it resamples
         )
