@@ -161,3 +161,48 @@ def test_a_missing_api_object_fails_the_build(tmp_path):
     res = _mkdocs(cfg, tmp_path / "site")
     assert res.returncode != 0
     assert "genbench.api.no_such_function could not be found" in res.stdout + res.stderr
+
+
+# -- docs/layout.md: one line per module, under its layer -----------------------------------
+def _layout_listing() -> dict[str, str]:
+    """Path -> layer heading, from docs/layout.md's first text block."""
+    text = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    block = text.split("```text\n", 1)[1].split("```", 1)[0]
+    out: dict[str, str] = {}
+    layer = ""
+    for line in block.splitlines():
+        if line.startswith("# "):
+            layer = line[2:].split(":")[0].strip()
+        elif line.startswith(("genbench/", "baselines/")):
+            path = line.split()[0]
+            assert path not in out, f"docs/layout.md lists {path} twice"
+            out[path] = layer
+    return out
+
+
+def _tree() -> set[str]:
+    """Every module file, and every package as its folder (its __init__.py)."""
+    out = set()
+    for top in ("genbench", "baselines"):
+        for path in (ROOT / top).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            out.add(rel[: -len("__init__.py")] if path.name == "__init__.py" else rel)
+    return out
+
+
+def test_layout_lists_every_module_once_under_its_layer():
+    from tests.test_architecture import LAYERS, layer_of
+
+    listed = _layout_listing()
+    tree = _tree()
+    assert not tree - set(listed), (
+        f"modules missing from docs/layout.md: {sorted(tree - set(listed))}"
+    )
+    assert not set(listed) - tree, (
+        f"docs/layout.md lists what is gone: {sorted(set(listed) - tree)}"
+    )
+    assert list(dict.fromkeys(listed.values())) == [name for name, _ in LAYERS]
+    for path, layer in listed.items():
+        dotted = path.removesuffix(".py").removesuffix("/").replace("/", ".")
+        dotted = dotted.replace("baselines", "genbench_baselines", 1)
+        assert LAYERS[layer_of(dotted)][0] == layer, f"{path} is listed under {layer!r}"
