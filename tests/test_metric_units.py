@@ -158,3 +158,28 @@ def test_dinov2_space_reads_its_own_features(bundle, monkeypatch):
     assert out["scores"]["fd_dinov2"] != pytest.approx(out["scores"]["fid"], rel=1e-3)
     assert out["protocol"]["feature_spaces"]["dinov2"]["extractor"] == STANDIN_B_NAME
     assert not out["scores_unavailable"]
+
+
+def test_networks_trained_on_first_use_show_their_steps_on_the_running_phase(bundle):
+    """The copy descriptor and the class-consistency classifier train inside a unit's progress
+    phase (minutes on a new data set): each step advances that phase's bar."""
+    from genbench.metrics.audit.descriptor import DescriptorSettings, train_descriptor
+    from genbench.metrics.classifier import ClassifierSettings, _train
+    from genbench.utils.progress import Tick, progress_to
+
+    calls: list[tuple[int | None, int | None]] = []
+
+    class Recorder(Tick):
+        def __call__(self, completed=None, total=None, logs=None, *, advance=None) -> None:
+            calls.append((completed, total))
+
+    images = bundle.train.images[:64]
+    with progress_to(Recorder(None, None)):
+        train_descriptor(images, settings=DescriptorSettings(steps=3, batch_size=16), device=CPU)
+        assert calls == [(1, 3), (2, 3), (3, 3)]
+        calls.clear()
+        _train(bundle.train, bundle.holdout, settings=ClassifierSettings(steps=2), device=CPU)
+        assert calls == [(1, 2), (2, 2)]
+    calls.clear()
+    train_descriptor(images, settings=DescriptorSettings(steps=2, batch_size=16), device=CPU)
+    assert calls == []  # outside a phase nothing is reported

@@ -24,6 +24,7 @@ from genbench.metrics.units import UnitInputs, UnitResult
 from genbench.utils.device import inference_channels_last
 from genbench.utils.files import load_torch, save_torch
 from genbench.utils.naming import digest
+from genbench.utils.progress import step_done
 
 CLASSIFIER_FORMAT = 1
 
@@ -129,7 +130,7 @@ def _train(
         )
         g = torch.Generator().manual_seed(settings.seed)
         model.train()
-        for _ in range(settings.steps):
+        for step in range(settings.steps):
             b = torch.randint(len(train), (settings.batch_size,), generator=g)
             x = _inputs(train.images[b], settings.max_resolution, device)
             loss = F.cross_entropy(model(x), train.labels[b].to(device))
@@ -137,6 +138,7 @@ def _train(
             loss.backward()
             opt.step()
             sched.step()
+            step_done(step + 1, settings.steps)
     h = holdout.images[: settings.max_heldout]
     hy = holdout.labels[: settings.max_heldout]
     pred = predict(model, h, settings=settings, device=device)

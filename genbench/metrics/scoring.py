@@ -35,7 +35,7 @@ from genbench.utils.device import inference_channels_last
 from genbench.utils.distributed import DistInfo, all_gather_objects
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import write_files
-from genbench.utils.progress import Reporter
+from genbench.utils.progress import Reporter, progress_to
 
 
 # -- inputs ------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def score_set(
         if unit.space in job.missing:
             res.merge(_unavailable(unit, job.missing[unit.space]))
             continue
-        with _phase(reporter, label, unit):
+        with _phase(reporter, label, unit) as tick, progress_to(tick):
             res.merge(unit.function()(x))
     for w in res.warnings:
         job.notes.append(w)

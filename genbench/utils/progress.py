@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from rich.console import Console
@@ -89,6 +90,27 @@ class _RateTick(Tick):
         task = self.progress.tasks[0] if self.progress and self.progress.tasks else None
         if task is not None and task.speed:
             self.progress.update(self.task, rate=f"{task.speed:.1f} it/s")
+
+
+#: The bar of the phase now running, for loops deep inside it (a network trained on first use).
+_CURRENT: ContextVar[Tick | None] = ContextVar("genbench_progress", default=None)
+
+
+@contextlib.contextmanager
+def progress_to(tick: Tick | None) -> Iterator[None]:
+    """Within the block, :func:`step_done` advances ``tick`` (None: nothing shows)."""
+    token = _CURRENT.set(tick)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def step_done(completed: int, total: int) -> None:
+    """A long loop's step ``completed`` of ``total`` is done: the running phase's bar shows it
+    (the copy descriptor's and the classifier's training, which a unit runs on first use)."""
+    if (tick := _CURRENT.get()) is not None:
+        tick(completed, total)
 
 
 def _escape(s: str) -> str:

@@ -35,6 +35,7 @@ from genbench.metrics.cache import cache_root, sha256_tensor
 from genbench.utils.device import autocast, cpu_has_native_bf16
 from genbench.utils.files import load_torch, save_torch
 from genbench.utils.naming import digest as key_digest
+from genbench.utils.progress import step_done
 
 #: Bump when the network, its inputs or its training change: cached descriptors are keyed by it.
 DESCRIPTOR_FORMAT = 2  # 2: trained on the whole pool, on edit families (k-blends, mosaics, warps)
@@ -164,7 +165,7 @@ def train_descriptor(
         net.train()
         losses = []
         bs = min(settings.batch_size, len(train_images))
-        for _ in range(settings.steps):
+        for step in range(settings.steps):
             idx = torch.randint(len(train_images), (bs,), generator=g)
             x = canonical01(train_images[idx], device, settings.max_side)
             view = random_attack(x, gen=g, max_shift=max_shift)
@@ -178,6 +179,7 @@ def train_descriptor(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            step_done(step + 1, settings.steps)
     tail = losses[-max(1, len(losses) // 10) :]
     info = {
         "steps": settings.steps,
