@@ -3,6 +3,8 @@ memorization experiment's two instruments, on digits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -59,8 +61,45 @@ def test_train_subsets_nest_and_leave_every_measured_image_unchanged():
 
 def test_a_train_subset_larger_than_the_split_is_a_one_line_error():
     n = len(_subset(None).train)
-    with pytest.raises(DataError, match=f"train_subset = {n + 1} but the training split holds {n}"):
+    with pytest.raises(DataError, match=f"needs {n + 1} images but the training split holds {n}"):
         _subset(n + 1)
+    half = n // 2 + 1
+    with pytest.raises(DataError, match=f"needs {2 * half} images"):
+        load_data(DATA.model_copy(update={"train_subset": half, "train_subset_part": 1}))
+    with pytest.raises(DataError, match="train_subset_part needs data.train_subset"):
+        load_data(DATA.model_copy(update={"train_subset_part": 1}))
+
+
+def test_the_second_block_is_disjoint_from_the_first_and_measures_the_same():
+    first = _subset(16)
+    second = load_data(DATA.model_copy(update={"train_subset": 16, "train_subset_part": 1}))
+    assert len(second.train) == 16
+    assert not set(first.train.source_index.tolist()) & set(second.train.source_index.tolist())
+    # block 1 is the next 16 of the same permutation: the first 32 of a subset of 32
+    assert torch.equal(_subset(32).train.source_index[16:], second.train.source_index)
+    whole = sorted(_subset(None).train.source_index.tolist())
+    assert sorted(second.full_train().source_index.tolist()) == whole
+    assert torch.equal(second.holdout.images, first.holdout.images)
+    assert second.split["train_subset_part"] == 1 and "train_subset_part" not in first.split
+
+
+def test_the_two_model_check_tells_generalizing_twins_from_memorizing_ones():
+    from genbench.report.twins import two_model_check
+
+    g = torch.Generator().manual_seed(0)
+    train_a = torch.randint(0, 256, (32, 1, 8, 8), generator=g, dtype=torch.uint8)
+    train_b = torch.randint(0, 256, (32, 1, 8, 8), generator=g, dtype=torch.uint8)
+    # Memorizing: each model returns its own training images, whatever the noise.
+    mem = two_model_check(train_a[:20], train_b[:20], train_a, train_b)
+    assert mem["closer_to_twin"] == 0.0 and max(mem["own_train_median"].values()) < 1e-6
+    # Generalizing: both draw (nearly) the same new image from the same noise.
+    new = torch.randint(0, 256, (20, 1, 8, 8), generator=g, dtype=torch.uint8)
+    near = (new.int() + torch.randint(-3, 4, new.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    gen = two_model_check(new, near, train_a, train_b)
+    assert gen["closer_to_twin"] == 1.0
+    assert gen["between_median"] < 0.02 < min(gen["own_train_median"].values())
+    with pytest.raises(ValueError, match="sample sets differ"):
+        two_model_check(new, near[:5], train_a, train_b)
 
 
 def test_nn_ratio_matches_brute_force_and_calls_copies_memorized():
@@ -122,7 +161,10 @@ def test_a_ddpm_trained_on_eight_digits_is_flagged_by_the_audit_and_by_gu_et_al(
     monkeypatch.setattr(scoring, "extractor_for", lambda cfg, **kw: standin_choice())
     exp = tmp_path / "memo.toml"
     exp.write_text(MINIATURE)
-    (out,) = genbench.run(exp, results=tmp_path / "results")
+    # Two runs on disjoint blocks of 8 (train_subset_part 0 and 1), for the two-model check.
+    out, twin = genbench.run(
+        exp, results=tmp_path / "results", sweep={"data.train_subset_part": [0, 1]}
+    )
     m = json.loads((out.run_dir / "metrics.json").read_text())
     c = m["copies"]
     assert c["pool"]["train"] == 8 and c["pool"]["unseen"] > 1000
@@ -132,6 +174,21 @@ def test_a_ddpm_trained_on_eight_digits_is_flagged_by_the_audit_and_by_gu_et_al(
     assert all(v["nearest_is_training"] > 20 * v["null_rate"] for v in mem.values()), mem
     gu = c["nn_ratio"]
     assert gu["ci95"][0] > gu["fresh_ci95"][1], gu  # memorized beyond never-seen images
+    # The report's memorization view reads the same runs: both detectors flag the first.
+    report = genbench.build_report(tmp_path / "results", figures=False)
+    memo = json.loads((report.out_dir / "summary.json").read_text())["memorization"]
+    row = next(r for r in memo["runs"] if r["run_id"] == out.run_dir.name)
+    assert (row["n_train"], row["epochs"]) == (8, 400.0)
+    assert row["audit_flagged"] and row["gu_flagged"]
+    assert row["gu"]["fraction"] == gu["fraction"]
+    # Two memorizing twins from the same noise: each draws its own training images, so a
+    # sample's twin is farther away than its own nearest training image.
+    (pair,) = memo["two_model"]
+    assert pair["runs"] == [out.run_dir.name, twin.run_dir.name] and pair["n"] == 100
+    assert pair["closer_to_twin"] < 0.5, pair
+    assert pair["between_median"] > max(pair["own_train_median"].values()), pair
+    text = (report.out_dir / "summary.md").read_text()
+    assert "## Memorization" in text and "two-model check" in text
 
 
 def test_the_memorization_experiment_plans_its_sizes_and_the_command_line_replaces_them():
@@ -139,7 +196,61 @@ def test_the_memorization_experiment_plans_its_sizes_and_the_command_line_replac
 
     planned = genbench.plan("memorization")
     sizes = [(p.config.model, p.config.data.train_subset) for p in planned]
-    assert sizes == [(m, n) for n in (64, 1024, 16384) for m in ("ddpm", "cddpm")]
-    assert len({p.run_id for p in planned}) == 6
+    assert sizes == [(m, n) for n in (64, 16384) for m in ("ddpm", "cddpm")]
+    assert len({p.run_id for p in planned}) == 4
     again = genbench.plan("memorization", sweep={"data.train_subset": [32]}, models=["ddpm"])
     assert [p.config.data.train_subset for p in again] == [32]
+
+
+def _record(model: str, n_train: int, kimg: float, *, audit: float, gu: float, fresh: float):
+    from genbench.report.collect import RunRecord
+
+    def est(f: float) -> dict:
+        return {"fraction": f, "ci95": [f - 0.05, f + 0.05]}
+
+    copies = {
+        "flagged": audit > 0.1,
+        "copied_fraction": {"per_sample": est(audit), "membership": {"pixels": est(audit)}},
+        "nn_ratio": {**est(gu), "fresh_fraction": fresh, "fresh_ci95": [0.0, fresh + 0.01]},
+    }
+    metrics = {
+        "data": {"n_train": n_train, "train_subset": n_train},
+        "copies": copies,
+        "scores": {"fid": 50.0, "kid": {"mean": 0.01}},
+        "train": {"images_seen": int(kimg * 1000)},
+    }
+    run_id = f"memo-{model}-{n_train}-{kimg:g}"
+    return RunRecord(
+        run_id, Path(run_id), "done", experiment="memo", model=model, seed=0, metrics=metrics
+    )
+
+
+def test_the_memorization_view_has_a_row_per_run_and_draws_size_and_time(tmp_path):
+    from genbench.report import memorization
+
+    records = [
+        _record("ddpm", 64, 24, audit=0.0, gu=0.0, fresh=0.001),
+        _record("ddpm", 64, 200, audit=0.4, gu=0.72, fresh=0.001),
+        _record("ddpm", 16384, 200, audit=0.0, gu=0.02, fresh=0.02),
+        _record("cddpm", 64, 200, audit=0.5, gu=0.8, fresh=0.001),
+    ]
+    rows = memorization.memorization_rows(records)
+    assert [(r["model"], r["n_train"], r["epochs"]) for r in rows] == [
+        ("cddpm", 64, 3125.0),
+        ("ddpm", 64, 375.0),
+        ("ddpm", 64, 3125.0),
+        ("ddpm", 16384, 12.2),
+    ]
+    # Gu et al. flag only where their share's interval clears the fresh images' own.
+    assert [r["gu_flagged"] for r in rows] == [True, False, True, False]
+    assert [r["audit_flagged"] for r in rows] == [True, False, True, False]
+    md = memorization.memorization_markdown(rows)
+    assert md.count("\n| ddpm s0 |") == 3 and "0.720 [0.670, 0.770] (fresh 0.001)" in md
+    fig = memorization.memorization_figure(rows, tmp_path)
+    assert fig is not None and (tmp_path / "memorization.png").is_file()
+    # One size and one budget per model: nothing to draw.
+    assert memorization.memorization_figure(rows[:1], tmp_path / "none") is None
+    # Runs of an experiment without subsets are not this view's.
+    plain = _record("ddpm", 60000, 200, audit=0.0, gu=0.0, fresh=0.0)
+    plain.metrics["data"].pop("train_subset")
+    assert memorization.memorization_rows([plain]) == []

@@ -82,6 +82,16 @@ class DataConfig(_Strict):
         ),
         json_schema_extra=_NEW_KEY,
     )
+    train_subset_part: int = Field(
+        0,
+        ge=0,
+        description=(
+            "with train_subset = N: train on block k of N images of the same permutation "
+            "(images k*N to (k+1)*N - 1). 0 is the first N, which nest across sizes; 1 is the "
+            "next N, disjoint from them, for the two-model check (Kadkhodaie et al. 2024)"
+        ),
+        json_schema_extra=_NEW_KEY,
+    )
     validation_size: int = Field(
         512,
         ge=0,

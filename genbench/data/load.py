@@ -99,6 +99,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         **(
             {
                 "train_subset": cfg.train_subset,
+                **({"train_subset_part": cfg.train_subset_part} if cfg.train_subset_part else {}),
                 "n_unseen": len(un_idx),
                 "train_subset_index_sha256": _digest(tr_idx),
             }
@@ -128,19 +129,23 @@ def _train_subset(
     tr_idx: torch.Tensor, cfg: DataConfig
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(trained on, the rest in permutation order) under data.train_subset, else (all, None).
-    The trained images are the first N of one permutation of the split, so sizes nest;
-    they stay in that order (the audit's pool is then the same tensor at every size)."""
-    n = cfg.train_subset
+    The trained images are block ``train_subset_part`` of N images of one permutation of the
+    split: block 0, the first N, nests across sizes; block 1 is disjoint from it. They stay
+    in that order (block 0's pool is then the same tensor at every size)."""
+    n, part = cfg.train_subset, cfg.train_subset_part
     if n is None:
+        if part:
+            raise DataError("data.train_subset_part needs data.train_subset")
         return tr_idx, None
-    if n > len(tr_idx):
+    if (part + 1) * n > len(tr_idx):
         raise DataError(
-            f"data.train_subset = {n} but the training split holds {len(tr_idx)} images "
-            f"(after the validation slice)"
+            f"data.train_subset = {n} (block {part}) needs {(part + 1) * n} images but the "
+            f"training split holds {len(tr_idx)} (after the validation slice)"
         )
     g = torch.Generator().manual_seed(cfg.split_seed + _SUBSET_SEED)
     order = tr_idx[torch.randperm(len(tr_idx), generator=g)]
-    return order[:n], order[n:]
+    lo, hi = part * n, (part + 1) * n
+    return order[lo:hi], torch.cat([order[:lo], order[hi:]])
 
 
 def _validation_slice(tr_idx: torch.Tensor, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:

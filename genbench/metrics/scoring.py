@@ -422,7 +422,13 @@ def _protocol(
         "sampling": dict(sampling or {}),
         # data.train_subset describes the model, not the measurement: not in the fingerprint
         **(
-            {"train_subset": {k: bundle.split[k] for k in ("train_subset", "n_unseen")}}
+            {
+                "train_subset": {
+                    k: bundle.split[k]
+                    for k in ("train_subset", "train_subset_part", "n_unseen")
+                    if k in bundle.split
+                }
+            }
             if "train_subset" in bundle.split
             else {}
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,9 @@ def render(
     grids: list[Grid],
     notes: list[str],
     title: str = "genbench report",
+    sections: Sequence[str] = (),
 ) -> str:
+    """report.html; ``sections``: more HTML sections after the copy audit (memorization)."""
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -191,6 +194,7 @@ def render(
     if not summary.groups:
         parts.append("<p>No finished runs yet.</p>")
     parts.append(audit_html(audit_rows(summary.records)))
+    parts += sections
 
     parts.append('<h2 id="plots">Plots</h2>')
     parts += [_figure(out_dir / f.png, f.title, f.caption, alt=f.title) for f in figures] or [

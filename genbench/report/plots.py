@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 import genbench.report.training_plots as training_plots
+from genbench.report import memorization
 from genbench.report.collect import RunRecord
 from genbench.report.columns import COLUMN, QUALITY, is_true, model_label
 from genbench.report.figures import Figure, colors_for, log_x, new_figure, num, save_figure
@@ -65,6 +66,7 @@ class PlotWriter:
                 self._try(f"sweep {g.title}", lambda g=g, t=tag: self.sweeps(g, t))
         self._try("training curves", self.loss_curves)
         self._try("guidance scale", self.cfg_curves)
+        self._try("memorization", self.memorization)
         return self.figures
 
     # -- metric bars -------------------------------------------------------------------
@@ -318,6 +320,11 @@ class PlotWriter:
     # -- training curves and guidance (training_plots.py) ----------------------------
     def loss_curves(self) -> None:
         training_plots.loss_curves(self)
+
+    def memorization(self) -> None:
+        rows = memorization.memorization_rows(self.s.records)
+        if (fig := memorization.memorization_figure(rows, self.dir)) is not None:
+            self.figures.append(fig)
 
     def cfg_curves(self) -> None:
         training_plots.cfg_curves(self)

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from genbench.config import DataConfig
+from genbench.data import DataBundle, load_data
 from genbench.report import curves, dynamics
 from genbench.report.audit import audit_markdown, audit_rows
-from genbench.report.collect import load_runs
+from genbench.report.collect import RunRecord, load_runs
+from genbench.report.memorization import (
+    for_json,
+    memorization_html,
+    memorization_markdown,
+    memorization_rows,
+)
 from genbench.report.render import (
     DisplayTable,
     display_table,
@@ -25,6 +34,7 @@ from genbench.report.render import (
     to_markdown,
 )
 from genbench.report.stats import CI_NOTE, Summary, summarize
+from genbench.report.twins import twin_rows
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import atomic_write, write_text
 
@@ -35,6 +45,9 @@ class Report:
     out_dir: Path
     files: list[str] = field(default_factory=list)  # relative to out_dir
     notes: list[str] = field(default_factory=list)
+    # the memorization view: one row per run trained on a subset, one per two-model pair
+    memorization: list[dict[str, Any]] = field(default_factory=list)
+    twins: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -44,12 +57,9 @@ class Report:
         return [display_table(self.summary, g, per_seed=per_seed) for g in self.summary.groups]
 
 
-def _markdown(
-    summary: Summary,
-    tables: list[DisplayTable],
-    per_seed: list[DisplayTable],
-    notes: Sequence[str] = (),
-) -> str:
+def _markdown(report: Report, tables: list[DisplayTable], per_seed: list[DisplayTable]) -> str:
+    summary, notes = report.summary, report.notes
+    memorization, twins = report.memorization, report.twins
     lines = ["# genbench report", "", CI_NOTE, ""]
     for g, t in zip(summary.groups, tables, strict=True):
         if line := headline(summary, g):
@@ -69,6 +79,8 @@ def _markdown(
             lines += [f"### {t.title}", "", m]
     if audit := audit_markdown(audit_rows(summary.records)):
         lines += ["## Copy audit", "", audit]
+    if memo := memorization_markdown(memorization, twins):
+        lines += ["## Memorization", "", memo]
     if notes:
         lines += ["## Training notes", "", *(f"- {n}" for n in notes), ""]
     lines += ["## Per seed", "", to_markdown(per_seed)]
@@ -88,13 +100,15 @@ def _write_tables(report: Report) -> None:
     table = summary.table
     atomic_write(out_dir / "summary.csv", lambda p: table.to_csv(p, index=False))
     data = {**summary.for_json(), "copy_audit": audit_rows(summary.records)}
+    if report.memorization or report.twins:
+        data["memorization"] = {"runs": for_json(report.memorization), "two_model": report.twins}
     write_text(
         out_dir / "summary.json",
         json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n",
     )
     tables = report.tables()
     per_seed = report.tables(per_seed=True)
-    write_text(out_dir / "summary.md", _markdown(summary, tables, per_seed, report.notes))
+    write_text(out_dir / "summary.md", _markdown(report, tables, per_seed))
     write_text(out_dir / "summary.tex", to_latex(tables))
     report.files += ["summary.csv", "summary.json", "summary.md", "summary.tex"]
 
@@ -124,6 +138,10 @@ def write_report(
     summary = summarize(records)
     report = Report(summary, out_dir)
     report.notes += dynamics.notes(records)
+    report.memorization = memorization_rows(records)
+    if report.memorization and data:  # the two-model check reads the training images
+        report.twins, notes = twin_rows(records, train_images=_training_images())
+        report.notes += notes
 
     _write_tables(report)
     figures, grid_list = [], []
@@ -146,10 +164,31 @@ def write_report(
 
         write_text(
             out_dir / "report.html",
-            render(summary, out_dir, figures=figures, grids=grid_list, notes=report.notes),
+            render(
+                summary,
+                out_dir,
+                figures=figures,
+                grids=grid_list,
+                notes=report.notes,
+                sections=[memorization_html(report.memorization, report.twins)],
+            ),
         )
         report.files.append("report.html")
     return report
+
+
+def _training_images() -> Callable[[RunRecord], torch.Tensor]:
+    """A run's uint8 training images, from its recorded data config (each data set loaded once)."""
+    loaded: dict[str, DataBundle] = {}
+
+    def images(rec: RunRecord) -> torch.Tensor:
+        cfg = DataConfig.model_validate(rec.config.get("data") or {})
+        key = cfg.model_dump_json()
+        if key not in loaded:
+            loaded[key] = load_data(cfg)
+        return loaded[key].train.images
+
+    return images
 
 
 def rich_table(df_or_report: Any) -> Any:
