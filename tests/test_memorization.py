@@ -248,6 +248,13 @@ def test_the_memorization_view_has_a_row_per_run_and_draws_size_and_time(tmp_pat
     assert md.count("\n| ddpm s0 |") == 3 and "0.720 [0.670, 0.770] (fresh 0.001)" in md
     fig = memorization.memorization_figure(rows, tmp_path)
     assert fig is not None and (tmp_path / "memorization.png").is_file()
+    # A run on the second block is a row of its own, labelled, and off the size curve.
+    twin = _record("ddpm", 64, 200, audit=0.5, gu=0.8, fresh=0.001)
+    twin.metrics["data"]["train_subset_part"] = 1
+    with_twin = memorization.memorization_rows([*records, twin])
+    assert len(
+        with_twin
+    ) == 5 and "| ddpm s0, block 1 | 64 |" in memorization.memorization_markdown(with_twin)
     # One size and one budget per model: nothing to draw.
     assert memorization.memorization_figure(rows[:1], tmp_path / "none") is None
     # Runs of an experiment without subsets are not this view's.

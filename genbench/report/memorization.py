@@ -100,6 +100,7 @@ def _row(rec: RunRecord) -> dict[str, Any] | None:
         "seed": rec.seed,
         "run_id": rec.run_id,
         "n_train": n_train,
+        "block": int(data.get("train_subset_part", 0)),  # data.train_subset_part
         "epochs": round(seen / n_train, 1) if isinstance(seen, (int, float)) else None,
         "fid": num(scores.get("fid")),
         "kid": num(kid.get("mean") if isinstance(kid, dict) else kid),
@@ -116,7 +117,7 @@ def _row(rec: RunRecord) -> dict[str, Any] | None:
 def _display(r: dict[str, Any]) -> dict[str, str]:
     fresh = r["gu_fresh"][0]
     return {
-        "model": f"{r['model']} s{r['seed']}",
+        "model": f"{r['model']} s{r['seed']}" + (f", block {r['block']}" if r["block"] else ""),
         "training images": str(r["n_train"]),
         "epochs": f"{r['epochs']:g}" if r["epochs"] is not None else "–",
         "FID": f"{r['fid']:.1f}" if not math.isnan(r["fid"]) else "–",
@@ -209,6 +210,8 @@ def memorization_figure(rows: list[dict[str, Any]], plots_dir: Path) -> Figure |
     longest: dict[tuple[str, int], dict[str, Any]] = {}
     by_size: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
+        if r["block"]:
+            continue  # the curves follow the nested subsets (block 0)
         key = (r["model"], r["n_train"])
         by_size.setdefault(key, []).append(r)
         if key not in longest or (r["epochs"] or 0) > (longest[key]["epochs"] or 0):
