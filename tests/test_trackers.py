@@ -360,6 +360,7 @@ def test_trackers_checkpoint_format_and_cpu_batching_stay_out_of_the_run_id_and_
         ("metrics", "copy_descriptor_seed"),
         ("metrics", "precision"),
         ("data", "train_subset"),
+        ("data", "train_subset_part"),
     ):
         del old[section][key]
     blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
