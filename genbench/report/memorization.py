@@ -76,7 +76,17 @@ def memorization_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     experiments = _subset_experiments(records)
     rows = [_row(r) for r in records if r.experiment in experiments and r.done and not r.is_real]
     rows = [r for r in rows if r is not None]
-    return sorted(rows, key=lambda r: (str(r["experiment"]), r["model"], r["n_train"], r["seed"]))
+    return sorted(
+        rows,
+        key=lambda r: (
+            str(r["experiment"]),
+            r["model"],
+            r["n_train"],
+            r["block"],
+            r["epochs"] or 0,
+            r["seed"],
+        ),
+    )
 
 
 def _row(rec: RunRecord) -> dict[str, Any] | None:
