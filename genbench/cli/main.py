@@ -7,7 +7,10 @@ import signal
 import sys
 from typing import Any
 
-from genbench.cli import catalog, measure, results, run
+import genbench.cli.catalog as catalog
+import genbench.cli.measure as measure
+import genbench.cli.results as results
+import genbench.cli.run as run
 from genbench.cli.app import app
 
 app.command()(run.run)

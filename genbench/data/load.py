@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
-# 78 lines: the split is one recorded recipe (split.json), read best top to bottom.
+# ~90 lines: the split is one recorded recipe (split.json), read best top to bottom.
 def load_data(cfg: DataConfig) -> DataBundle:
     if cfg.source not in SOURCES:
         import difflib
@@ -96,16 +97,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         "validation_from": train_split,
         "n_validation": len(validation),
         "validation_index_sha256": _digest(va_idx),
-        **(
-            {
-                "train_subset": cfg.train_subset,
-                **({"train_subset_part": cfg.train_subset_part} if cfg.train_subset_part else {}),
-                "n_unseen": len(un_idx),
-                "train_subset_index_sha256": _digest(tr_idx),
-            }
-            if un_idx is not None
-            else {}
-        ),
+        **_subset_record(cfg, tr_idx, un_idx),
         "skipped_files": raw.skipped,
         "skipped_examples": raw.skipped_examples,
         "origin": raw.origin,
@@ -146,6 +138,21 @@ def _train_subset(
     order = tr_idx[torch.randperm(len(tr_idx), generator=g)]
     lo, hi = part * n, (part + 1) * n
     return order[lo:hi], torch.cat([order[:lo], order[hi:]])
+
+
+def _subset_record(
+    cfg: DataConfig, tr_idx: torch.Tensor, un_idx: torch.Tensor | None
+) -> dict[str, Any]:
+    """split.json's data.train_subset entries ({} without a subset)."""
+    if un_idx is None:
+        return {}
+    part = {"train_subset_part": cfg.train_subset_part} if cfg.train_subset_part else {}
+    return {
+        "train_subset": cfg.train_subset,
+        **part,
+        "n_unseen": len(un_idx),
+        "train_subset_index_sha256": _digest(tr_idx),
+    }
 
 
 def _validation_slice(tr_idx: torch.Tensor, cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import genbench.report.memorization as memorization
 import genbench.report.training_plots as training_plots
-from genbench.report import memorization
 from genbench.report.collect import RunRecord
 from genbench.report.columns import COLUMN, QUALITY, is_true, model_label
 from genbench.report.figures import Figure, colors_for, log_x, new_figure, num, save_figure

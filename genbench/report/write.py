@@ -13,9 +13,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+import genbench.report.curves as curves
+import genbench.report.dynamics as dynamics
 from genbench.config import DataConfig
 from genbench.data import DataBundle, load_data
-from genbench.report import curves, dynamics
 from genbench.report.audit import audit_markdown, audit_rows
 from genbench.report.collect import RunRecord, load_runs
 from genbench.report.memorization import (
