@@ -52,7 +52,7 @@ __all__ = [
 
 
 def _override_list(overrides: Overrides) -> list[str]:
-    from genbench.config import toml_value
+    from genbench.config.describe import toml_value
 
     if overrides is None:
         return []
@@ -64,7 +64,7 @@ def _override_list(overrides: Overrides) -> list[str]:
 
 
 def _sweep_list(sweep: Sweep) -> list[str]:
-    from genbench.config import toml_value
+    from genbench.config.describe import toml_value
 
     if sweep is None:
         return []
@@ -85,7 +85,8 @@ def _resolve(
     pretrained: Mapping[str, str | Path] | None = None,
 ) -> tuple[Path, list[ExperimentConfig]]:
     from genbench import registry
-    from genbench.config import find_experiment, load_experiment, toml_value
+    from genbench.config import find_experiment, load_experiment
+    from genbench.config.describe import toml_value
     from genbench.runs.plan import sweep_points
     from genbench.utils.errors import ConfigError
 
@@ -335,12 +336,9 @@ def show_config(
     changed key saying its default.
     """
     from genbench import registry
-    from genbench.config import (
-        SECTIONS,
-        config_fields,
-        render_config_fields,
-        resolve_model_config,
-    )
+    from genbench.config import resolve_model_config
+    from genbench.config.describe import config_fields, render_config_fields
+    from genbench.config.schema import SECTIONS
 
     exp = None
     path = None

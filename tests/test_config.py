@@ -6,13 +6,12 @@ import pytest
 from genbench.config import (
     ExperimentConfig,
     RunConfig,
-    check_model_tables,
     load_experiment,
-    parse_value,
     read_run_config,
     resolve_model_config,
-    run_config_toml,
 )
+from genbench.config.files import PACKAGED_CONFIGS, run_config_toml
+from genbench.config.overrides import check_model_tables, parse_value
 from genbench.utils.errors import ConfigError
 from tests.conftest import tiny_experiment
 
@@ -111,7 +110,7 @@ def _experiment_file(folder: Path, name: str, description: str) -> Path:
 
 
 def test_lookup_order_project_then_env_path_then_packaged(tmp_path, monkeypatch):
-    from genbench.config import PACKAGED_CONFIGS, find_experiment, find_experiments
+    from genbench.config import find_experiment, find_experiments
 
     project, env_a, env_b = tmp_path / "proj", tmp_path / "a", tmp_path / "b"
     mine = _experiment_file(project / "configs", "smoke", "the project's smoke")

@@ -93,7 +93,7 @@ def run(
     Under `torchrun --nproc_per_node=N -m genbench run ...` training is data-parallel.
     """
     from genbench import api
-    from genbench.config import run_config_toml
+    from genbench.config.files import run_config_toml
     from genbench.metrics.audit.unit import plan_text as audit_plan
     from genbench.utils.progress import Reporter
 

@@ -6,30 +6,14 @@ defaults), then the experiment's ``[model.<name>]`` table (after the tables it
 key and where it came from. Experiments are found by name on a search path
 (``./configs``, ``$GENBENCH_CONFIG_PATH``, the packaged ones) or given as a file.
 
-The modules: :mod:`~genbench.config.schema` (the pydantic models),
-:mod:`~genbench.config.files` (search path, TOML reading), :mod:`~genbench.config.overrides`
-(``--set``, ``extends``, the resolved run config) and :mod:`~genbench.config.describe`
-(``genbench config show``). The names used outside the package are importable from here.
+Here: the config models and the functions that load them. The rest lives in
+:mod:`~genbench.config.files` (search path, TOML), :mod:`~genbench.config.overrides`
+(``--set``, ``extends``) and :mod:`~genbench.config.describe` (``genbench config show``).
 """
 
-from genbench.config.describe import config_fields, render_config_fields, toml_value
-from genbench.config.files import (
-    PACKAGED_CONFIGS,
-    find_experiment,
-    find_experiments,
-    read_run_config,
-    read_toml,
-    run_config_toml,
-)
-from genbench.config.overrides import (
-    build_run_config,
-    check_model_tables,
-    load_experiment,
-    parse_value,
-    resolve_model_config,
-)
+from genbench.config.files import find_experiment, find_experiments, read_run_config
+from genbench.config.overrides import build_run_config, load_experiment, resolve_model_config
 from genbench.config.schema import (
-    SECTIONS,
     DataConfig,
     ExperimentConfig,
     MetricsConfig,
@@ -39,8 +23,6 @@ from genbench.config.schema import (
 )
 
 __all__ = [
-    "PACKAGED_CONFIGS",
-    "SECTIONS",
     "DataConfig",
     "ExperimentConfig",
     "MetricsConfig",
@@ -48,16 +30,9 @@ __all__ = [
     "SampleConfig",
     "TrainConfig",
     "build_run_config",
-    "check_model_tables",
-    "config_fields",
     "find_experiment",
     "find_experiments",
     "load_experiment",
-    "parse_value",
     "read_run_config",
-    "read_toml",
-    "render_config_fields",
     "resolve_model_config",
-    "run_config_toml",
-    "toml_value",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from genbench.config import read_toml
+from genbench.config.files import read_toml
 from genbench.utils.errors import GenbenchError
 from genbench.utils.files import read_json, read_jsonl
 from genbench.utils.naming import RUN_ID_DIGITS

@@ -14,9 +14,9 @@ from genbench.config import (
     ExperimentConfig,
     RunConfig,
     build_run_config,
-    check_model_tables,
     resolve_model_config,
 )
+from genbench.config.overrides import check_model_tables
 from genbench.contract import Generator, GeneratorConfig
 from genbench.utils.errors import ConfigError, GenbenchError, MissingExtra
 

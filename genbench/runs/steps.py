@@ -24,7 +24,8 @@ import torch
 
 from genbench import registry
 from genbench._version import __version__
-from genbench.config import MetricsConfig, RunConfig, run_config_toml
+from genbench.config import MetricsConfig, RunConfig
+from genbench.config.files import run_config_toml
 from genbench.contract import Generator, GeneratorConfig
 from genbench.data import DataBundle
 from genbench.runs.pretrained import load_pretrained, train_record
