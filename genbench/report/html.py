@@ -156,7 +156,30 @@ def render(
     sections: Sequence[str] = (),
 ) -> str:
     """report.html; ``sections``: more HTML sections after the copy audit (memorization)."""
-    parts = [
+    parts = _head(title)
+    for g in summary.groups:
+        parts += _group_html(summary, g)
+    if not summary.groups:
+        parts.append("<p>No finished runs yet.</p>")
+    parts.append(audit_html(audit_rows(summary.records)))
+    parts += sections
+
+    parts.append('<h2 id="plots">Plots</h2>')
+    parts += [_figure(out_dir / f.png, f.title, f.caption, alt=f.title) for f in figures] or [
+        "<p>No plots: no finished runs with scores or training logs.</p>"
+    ]
+    parts += _images_html(grids, out_dir)
+    parts += _failed_html(summary)
+    parts.append('<h2 id="notes">Notes</h2>')
+    parts.append(
+        "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>" if notes else "<p>None.</p>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _head(title: str) -> list[str]:
+    return [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
@@ -168,40 +191,38 @@ def render(
         '<h2 id="summary">Summary</h2>',
         f'<p class="small">{_e(CI_NOTE)}</p>',
     ]
-    for g in summary.groups:
-        t = display_table(summary, g)
-        parts.append(f"<h3>{_e(t.title)}</h3>")
-        if t.note:
-            parts.append(f'<p class="note">{_e(t.note)}</p>')
-        if line := headline(summary, g):
-            parts.append(f'<p class="headline">{_e(line)}</p>')
-        parts.append(table_html(t))
-        parts.append(separation_html(g))
-        if g.curves:
-            parts.append(curves_html(g.curves))
-        per_seed = display_table(summary, g, per_seed=True)
+
+
+def _group_html(summary: Summary, g: Group) -> list[str]:
+    """One protocol group: its table, headline, separation, curves, per-seed values,
+    protocol and warnings."""
+    t = display_table(summary, g)
+    parts = [f"<h3>{_e(t.title)}</h3>"]
+    if t.note:
+        parts.append(f'<p class="note">{_e(t.note)}</p>')
+    if line := headline(summary, g):
+        parts.append(f'<p class="headline">{_e(line)}</p>')
+    parts.append(table_html(t))
+    parts.append(separation_html(g))
+    if g.curves:
+        parts.append(curves_html(g.curves))
+    per_seed = display_table(summary, g, per_seed=True)
+    parts.append(
+        f"<details><summary>per-seed values ({len(per_seed.rows)} rows)</summary>"
+        f"{table_html(per_seed)}</details>"
+    )
+    parts.append(_protocol_html(g))
+    if g.warnings:
         parts.append(
-            f"<details><summary>per-seed values ({len(per_seed.rows)} rows)</summary>"
-            f"{table_html(per_seed)}</details>"
+            '<details><summary>scoring warnings</summary><ul class="small">'
+            + "".join(f"<li>{_e(w)}</li>" for w in g.warnings)
+            + "</ul></details>"
         )
-        parts.append(_protocol_html(g))
-        if g.warnings:
-            parts.append(
-                '<details><summary>scoring warnings</summary><ul class="small">'
-                + "".join(f"<li>{_e(w)}</li>" for w in g.warnings)
-                + "</ul></details>"
-            )
-    if not summary.groups:
-        parts.append("<p>No finished runs yet.</p>")
-    parts.append(audit_html(audit_rows(summary.records)))
-    parts += sections
+    return parts
 
-    parts.append('<h2 id="plots">Plots</h2>')
-    parts += [_figure(out_dir / f.png, f.title, f.caption, alt=f.title) for f in figures] or [
-        "<p>No plots: no finished runs with scores or training logs.</p>"
-    ]
 
-    parts.append('<h2 id="grids">Images</h2>')
+def _images_html(grids: list[Grid], out_dir: Path) -> list[str]:
+    parts = ['<h2 id="grids">Images</h2>']
     for grid in grids:
         caption = grid.caption
         if grid.row_labels:
@@ -209,23 +230,19 @@ def render(
         parts.append(_figure(out_dir / grid.path, grid.title, caption, alt=grid.title))
     if not grids:
         parts.append("<p>No images.</p>")
+    return parts
 
-    parts.append('<h2 id="failed">Failed and unfinished runs</h2>')
-    if summary.failed:
-        rows = "".join(
-            f'<tr class="failed"><td>{_e(f["run_id"])}</td><td>{_e(f["status"])}</td>'
-            f'<td style="text-align:left;white-space:normal">{_e(f["error"])}</td></tr>'
-            for f in summary.failed
-        )
-        parts.append(
-            f"<table><thead><tr><th>run</th><th>status</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"
-        )
-    else:
-        parts.append("<p>None: every run finished.</p>")
 
-    parts.append('<h2 id="notes">Notes</h2>')
-    parts.append(
-        "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>" if notes else "<p>None.</p>"
+def _failed_html(summary: Summary) -> list[str]:
+    parts = ['<h2 id="failed">Failed and unfinished runs</h2>']
+    if not summary.failed:
+        return [*parts, "<p>None: every run finished.</p>"]
+    rows = "".join(
+        f'<tr class="failed"><td>{_e(f["run_id"])}</td><td>{_e(f["status"])}</td>'
+        f'<td style="text-align:left;white-space:normal">{_e(f["error"])}</td></tr>'
+        for f in summary.failed
     )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    parts.append(
+        f"<table><thead><tr><th>run</th><th>status</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+    return parts
