@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,59 +20,19 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
-# ~90 lines: the split is one recorded recipe (split.json), read best top to bottom.
 def load_data(cfg: DataConfig) -> DataBundle:
-    if cfg.source not in SOURCES:
-        import difflib
-
-        hint = difflib.get_close_matches(cfg.source, SOURCES, n=1)
-        did = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise DataError(f"unknown data source {cfg.source!r}{did} (known: {', '.join(SOURCES)})")
-    raw: RawData = SOURCES[cfg.source].loader(root=cfg.root, label=cfg.label)
-    total = len(raw.train) + (len(raw.test) if raw.test is not None else 0) + raw.skipped
-    if total == 0 or len(raw.train) == 0:
-        raise DataError(f"data source {cfg.source!r} ({raw.origin}) holds no readable images")
-    if raw.skipped and raw.skipped / total > cfg.max_bad_fraction:
-        raise DataError(
-            f"{raw.skipped} of {total} files in {raw.origin} could not be read (more than "
-            f"data.max_bad_fraction={cfg.max_bad_fraction}); e.g. {', '.join(raw.skipped_examples[:3])}"
-        )
-
+    """Read, split and prepare a data source; the split is recorded in ``bundle.split``."""
+    raw = _read_source(cfg)
     channels = cfg.channels or _native_channels(raw.train)
     condition = _condition(cfg, raw)
-
-    # The split: the official test set, else a seeded random holdout of the training pool.
-    if cfg.split == "official" and raw.test is not None:
-        train_raw, hold_raw = raw.train, raw.test
-        tr_idx, ho_idx = torch.arange(len(train_raw)), torch.arange(len(hold_raw))
-        method = "official"
-        train_split, hold_split = "train", "test"
-    else:
-        n = len(raw.train)
-        n_hold = max(1, round(n * cfg.holdout_fraction))
-        if n - n_hold < 1:
-            raise DataError(
-                f"{n} image(s) are too few to hold out {cfg.holdout_fraction:.0%} and still train"
-            )
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
-        ho_idx, tr_idx = perm[:n_hold].sort().values, perm[n_hold:].sort().values
-        train_raw = hold_raw = raw.train
-        method = "random"
-        train_split = hold_split = "train"
-    if cfg.max_train is not None and cfg.max_train < len(tr_idx):
-        g = torch.Generator().manual_seed(cfg.split_seed + 1)
-        tr_idx = tr_idx[torch.randperm(len(tr_idx), generator=g)[: cfg.max_train]].sort().values
-    if cfg.max_holdout is not None and cfg.max_holdout < len(ho_idx):
-        g = torch.Generator().manual_seed(cfg.split_seed + 2)
-        ho_idx = ho_idx[torch.randperm(len(ho_idx), generator=g)[: cfg.max_holdout]].sort().values
-
-    tr_idx, va_idx = _validation_slice(tr_idx, cfg)
+    s = _split(cfg, raw)
+    tr_idx, va_idx = _validation_slice(s.train_idx, cfg)
     split_idx = tr_idx  # the training split; data.train_subset trains on part of it
     tr_idx, un_idx = _train_subset(tr_idx, cfg)
-    train = _make_set(train_raw, tr_idx, cfg, channels, raw)
-    validation = _make_set(train_raw, va_idx, cfg, channels, raw)
-    holdout = _make_set(hold_raw, ho_idx, cfg, channels, raw)
-    unseen = _make_set(train_raw, un_idx, cfg, channels, raw) if un_idx is not None else None
+    train = _make_set(s.train_raw, tr_idx, cfg, channels, raw)
+    validation = _make_set(s.train_raw, va_idx, cfg, channels, raw)
+    holdout = _make_set(s.hold_raw, s.hold_idx, cfg, channels, raw)
+    unseen = _make_set(s.train_raw, un_idx, cfg, channels, raw) if un_idx is not None else None
     if condition == "none":
         train.labels = holdout.labels = validation.labels = None
         if unseen is not None:
@@ -85,16 +46,16 @@ def load_data(cfg: DataConfig) -> DataBundle:
         num_train=len(train),
     )
     split = {
-        "method": method,
+        "method": s.method,
         "seed": cfg.split_seed,
-        "holdout_fraction": cfg.holdout_fraction if method == "random" else None,
-        "train_from": train_split,
-        "holdout_from": hold_split,
+        "holdout_fraction": cfg.holdout_fraction if s.method == "random" else None,
+        "train_from": s.train_from,
+        "holdout_from": s.holdout_from,
         "n_train": len(train),
         "n_holdout": len(holdout),
         "train_index_sha256": _digest(split_idx),
-        "holdout_index_sha256": _digest(ho_idx),
-        "validation_from": train_split,
+        "holdout_index_sha256": _digest(s.hold_idx),
+        "validation_from": s.train_from,
         "n_validation": len(validation),
         "validation_index_sha256": _digest(va_idx),
         **_subset_record(cfg, tr_idx, un_idx),
@@ -111,6 +72,73 @@ def load_data(cfg: DataConfig) -> DataBundle:
         validation=validation,
         unseen=unseen,
     )
+
+
+def _read_source(cfg: DataConfig) -> RawData:
+    if cfg.source not in SOURCES:
+        import difflib
+
+        hint = difflib.get_close_matches(cfg.source, SOURCES, n=1)
+        did = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise DataError(f"unknown data source {cfg.source!r}{did} (known: {', '.join(SOURCES)})")
+    raw: RawData = SOURCES[cfg.source].loader(root=cfg.root, label=cfg.label)
+    total = len(raw.train) + (len(raw.test) if raw.test is not None else 0) + raw.skipped
+    if total == 0 or len(raw.train) == 0:
+        raise DataError(f"data source {cfg.source!r} ({raw.origin}) holds no readable images")
+    if raw.skipped and raw.skipped / total > cfg.max_bad_fraction:
+        raise DataError(
+            f"{raw.skipped} of {total} files in {raw.origin} could not be read (more than "
+            f"data.max_bad_fraction={cfg.max_bad_fraction}); e.g. {', '.join(raw.skipped_examples[:3])}"
+        )
+    return raw
+
+
+@dataclass
+class _Split:
+    """Training and held-out indices and where each is drawn from (before the validation
+    slice and data.train_subset)."""
+
+    train_raw: RawSplit
+    hold_raw: RawSplit
+    train_idx: torch.Tensor
+    hold_idx: torch.Tensor
+    method: str
+    train_from: str
+    holdout_from: str
+
+
+def _split(cfg: DataConfig, raw: RawData) -> _Split:
+    """The official test set as held-out split, else a seeded random holdout of the
+    training pool; then data.max_train and data.max_holdout."""
+    if cfg.split == "official" and raw.test is not None:
+        s = _Split(
+            raw.train,
+            raw.test,
+            torch.arange(len(raw.train)),
+            torch.arange(len(raw.test)),
+            "official",
+            "train",
+            "test",
+        )
+    else:
+        n = len(raw.train)
+        n_hold = max(1, round(n * cfg.holdout_fraction))
+        if n - n_hold < 1:
+            raise DataError(
+                f"{n} image(s) are too few to hold out {cfg.holdout_fraction:.0%} and still train"
+            )
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
+        ho_idx, tr_idx = perm[:n_hold].sort().values, perm[n_hold:].sort().values
+        s = _Split(raw.train, raw.train, tr_idx, ho_idx, "random", "train", "train")
+    if cfg.max_train is not None and cfg.max_train < len(s.train_idx):
+        g = torch.Generator().manual_seed(cfg.split_seed + 1)
+        pick = torch.randperm(len(s.train_idx), generator=g)[: cfg.max_train]
+        s.train_idx = s.train_idx[pick].sort().values
+    if cfg.max_holdout is not None and cfg.max_holdout < len(s.hold_idx):
+        g = torch.Generator().manual_seed(cfg.split_seed + 2)
+        pick = torch.randperm(len(s.hold_idx), generator=g)[: cfg.max_holdout]
+        s.hold_idx = s.hold_idx[pick].sort().values
+    return s
 
 
 #: Seed offset of data.train_subset's permutation (the split's seeds use +1 to +3).
