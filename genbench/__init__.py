@@ -1,11 +1,9 @@
 """genbench: train image generators of different families on identical data and
 compare them under one measured protocol.
 
-The plugin contract (:class:`Generator`, :class:`GeneratorConfig`, :class:`DataSpec`)
-and the Python API (:mod:`genbench.api`: :func:`run`, :func:`load_results`,
-:func:`score`, :func:`build_report`, ...) are importable from here. They load on first
-use, so that importing one part of genbench (``genbench.config``, say) does not import
-torch or the whole API.
+The plugin contract (:class:`Generator`, :class:`GeneratorConfig`, :class:`DataSpec`) and
+the Python API (:mod:`genbench.api`) are importable from here, loaded on first use: importing
+one part of genbench (``genbench.config``, say) imports neither torch nor the whole API.
 """
 
 from __future__ import annotations
