@@ -130,15 +130,17 @@ def _split(cfg: DataConfig, raw: RawData) -> _Split:
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed))
         ho_idx, tr_idx = perm[:n_hold].sort().values, perm[n_hold:].sort().values
         s = _Split(raw.train, raw.train, tr_idx, ho_idx, "random", "train", "train")
-    if cfg.max_train is not None and cfg.max_train < len(s.train_idx):
-        g = torch.Generator().manual_seed(cfg.split_seed + 1)
-        pick = torch.randperm(len(s.train_idx), generator=g)[: cfg.max_train]
-        s.train_idx = s.train_idx[pick].sort().values
-    if cfg.max_holdout is not None and cfg.max_holdout < len(s.hold_idx):
-        g = torch.Generator().manual_seed(cfg.split_seed + 2)
-        pick = torch.randperm(len(s.hold_idx), generator=g)[: cfg.max_holdout]
-        s.hold_idx = s.hold_idx[pick].sort().values
+    s.train_idx = _cap(s.train_idx, cfg.max_train, seed=cfg.split_seed + 1)
+    s.hold_idx = _cap(s.hold_idx, cfg.max_holdout, seed=cfg.split_seed + 2)
     return s
+
+
+def _cap(idx: torch.Tensor, most: int | None, *, seed: int) -> torch.Tensor:
+    """A seeded random ``most`` of ``idx``, in index order (all of it when it fits)."""
+    if most is None or most >= len(idx):
+        return idx
+    pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:most]
+    return idx[pick].sort().values
 
 
 #: Seed offset of data.train_subset's permutation (the split's seeds use +1 to +3).
